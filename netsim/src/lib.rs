@@ -1,0 +1,1 @@
+//! netsim: filled by its own issue.

@@ -1,0 +1,238 @@
+//! Engine configuration: membership (SWIM) timings, packet size, ring shape.
+//!
+//! Every field says its meaning, unit, default, valid range and what a bad
+//! value costs. [`Config::validate`] checks the ranges; the runtime and the
+//! CLI call it at the input boundary, and [`crate::engine::Node::new`]
+//! asserts it.
+
+use std::num::{NonZeroU8, NonZeroUsize};
+use std::time::Duration;
+
+use super::ring::VNODES_DEFAULT;
+
+/// The smallest `max_packet_size` accepted. Below this a SWIM packet cannot
+/// carry a header plus a few member updates.
+pub const MAX_PACKET_SIZE_MIN: usize = 512;
+
+/// The largest `max_packet_size` accepted: the largest QUIC datagram payload
+/// on a 1500-byte Ethernet path. Larger packets always take the (slower)
+/// stream fallback.
+pub const MAX_PACKET_SIZE_MAX: usize = 1400;
+
+/// Tunables of one node's engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Time between two probes of a random member (SWIM protocol period).
+    /// Default 1 s. Range 50 ms ..= 60 s. Shorter detects failures sooner and
+    /// costs proportionally more packets; it must stay well above the
+    /// network's round-trip time.
+    pub probe_period: Duration,
+    /// How long a direct probe waits for its ack before asking others to
+    /// probe indirectly. Default 500 ms. Must be below `probe_period`; too
+    /// short on a slow network causes needless indirect probes.
+    pub probe_rtt: Duration,
+    /// How many members are asked to probe a silent member indirectly.
+    /// Default 3. Range 1 ..= 16. More lowers false suspicion under loss.
+    pub num_indirect_probes: usize,
+    /// How many times each membership update is gossiped before it is
+    /// dropped from the queue. Default 12. Range 1 ..= 255. Too low leaves a
+    /// long tail of members that never hear an update and must wait for
+    /// their own probe.
+    pub max_transmissions: u8,
+    /// How long a member stays Suspect before it is declared Down, unless it
+    /// refutes. Default 4 s. Range ≥ `probe_period`. Shorter detects crashes
+    /// sooner and raises false Down declarations under loss or pauses.
+    pub suspect_to_down_after: Duration,
+    /// How long a Down member is remembered (and shown as down) before it is
+    /// forgotten. Default 1 h. Must be positive.
+    pub remove_down_after: Duration,
+    /// Period of gossip rounds that push pending updates. Default 200 ms.
+    pub gossip_period: Duration,
+    /// Members each gossip round sends to. Default 3. Range 1 ..= 16.
+    pub gossip_fanout: usize,
+    /// Period of announcing ourselves to a random member, which repairs
+    /// views that diverged. Default 30 s.
+    pub announce_period: Duration,
+    /// Period of announcing ourselves to members we believe are Down, which
+    /// is what re-merges the two sides of a healed partition. Default 10 s.
+    pub announce_to_down_period: Duration,
+    /// Largest SWIM packet produced and accepted, in bytes. Default 1100,
+    /// which fits the QUIC datagram size of a fresh connection (1162 bytes
+    /// before path MTU discovery). Range [`MAX_PACKET_SIZE_MIN`] ..=
+    /// [`MAX_PACKET_SIZE_MAX`]. Larger packets take the stream fallback.
+    /// Never lower it on a running cluster: it is also the receive limit.
+    pub max_packet_size: usize,
+    /// While a joining node has no members, it re-announces to its seeds
+    /// this often. Default 1 s.
+    pub join_retry: Duration,
+    /// Points each member places on the ring. Default 128. Range 1 ..= 4096.
+    /// Fewer points balance load worse; more cost memory and build time.
+    pub vnodes: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::lan()
+    }
+}
+
+impl Config {
+    /// Timings for a LAN: probe every 1 s, suspicion to Down after 4 s.
+    /// Crash detection takes about 5–7 s in a small cluster.
+    pub fn lan() -> Config {
+        Config {
+            probe_period: Duration::from_secs(1),
+            probe_rtt: Duration::from_millis(500),
+            num_indirect_probes: 3,
+            max_transmissions: 12,
+            suspect_to_down_after: Duration::from_secs(4),
+            remove_down_after: Duration::from_secs(3600),
+            gossip_period: Duration::from_millis(200),
+            gossip_fanout: 3,
+            announce_period: Duration::from_secs(30),
+            announce_to_down_period: Duration::from_secs(10),
+            max_packet_size: 1100,
+            join_retry: Duration::from_secs(1),
+            vnodes: VNODES_DEFAULT,
+        }
+    }
+
+    /// Faster timings for a quiet local network or tests: probe every
+    /// 300 ms, Down after 1 s of suspicion. About 1.5 s crash detection,
+    /// about three times the packets of [`Config::lan`], and more false
+    /// suspicion when a host stalls.
+    pub fn fast() -> Config {
+        Config {
+            probe_period: Duration::from_millis(300),
+            probe_rtt: Duration::from_millis(100),
+            suspect_to_down_after: Duration::from_secs(1),
+            gossip_period: Duration::from_millis(100),
+            announce_to_down_period: Duration::from_secs(5),
+            join_retry: Duration::from_millis(500),
+            ..Config::lan()
+        }
+    }
+
+    /// Checks every field's range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field: &'static str, reason: String| Err(ConfigError { field, reason });
+        let ms = |d: Duration| d.as_millis();
+        if self.probe_period < Duration::from_millis(50) || self.probe_period > Duration::from_secs(60) {
+            return bad("probe_period", format!("{} ms is outside 50 ms ..= 60 s", ms(self.probe_period)));
+        }
+        if self.probe_rtt.is_zero() || self.probe_rtt >= self.probe_period {
+            return bad("probe_rtt", format!("{} ms must be positive and below probe_period", ms(self.probe_rtt)));
+        }
+        if !(1..=16).contains(&self.num_indirect_probes) {
+            return bad("num_indirect_probes", format!("{} is outside 1 ..= 16", self.num_indirect_probes));
+        }
+        if self.max_transmissions == 0 {
+            return bad("max_transmissions", "must be at least 1".into());
+        }
+        if self.suspect_to_down_after < self.probe_period {
+            return bad("suspect_to_down_after", "must be at least probe_period".into());
+        }
+        for (field, d) in [
+            ("remove_down_after", self.remove_down_after),
+            ("gossip_period", self.gossip_period),
+            ("announce_period", self.announce_period),
+            ("announce_to_down_period", self.announce_to_down_period),
+            ("join_retry", self.join_retry),
+        ] {
+            if d.is_zero() {
+                return bad(field, "must be positive".into());
+            }
+        }
+        if !(1..=16).contains(&self.gossip_fanout) {
+            return bad("gossip_fanout", format!("{} is outside 1 ..= 16", self.gossip_fanout));
+        }
+        if !(MAX_PACKET_SIZE_MIN..=MAX_PACKET_SIZE_MAX).contains(&self.max_packet_size) {
+            return bad(
+                "max_packet_size",
+                format!("{} is outside {MAX_PACKET_SIZE_MIN} ..= {MAX_PACKET_SIZE_MAX}", self.max_packet_size),
+            );
+        }
+        if !(1..=4096).contains(&self.vnodes) {
+            return bad("vnodes", format!("{} is outside 1 ..= 4096", self.vnodes));
+        }
+        Ok(())
+    }
+
+    /// An upper bound on the time from a member's crash to every survivor
+    /// of a `cluster_size`-node cluster marking it Down, with no packet
+    /// loss.
+    ///
+    /// A survivor probes members in a shuffled round robin, so the dead
+    /// member is probed within `2·(n−1)` probe periods (worst case: first in
+    /// one round, last in the next). The failed probe turns it Suspect at the
+    /// next period, Down follows `suspect_to_down_after` later, and the Down
+    /// update reaches the others with the next gossip rounds. The first
+    /// survivor to notice usually tells the rest long before their own
+    /// probes get there.
+    pub fn failure_detection_bound(&self, cluster_size: usize) -> Duration {
+        let others = u32::try_from(cluster_size.saturating_sub(1).max(1)).unwrap_or(u32::MAX);
+        self.probe_period * (2 * others + 1) + self.suspect_to_down_after + self.gossip_period * 3
+    }
+
+    /// The foca configuration these values make.
+    pub(crate) fn to_foca(&self) -> foca::Config {
+        let periodic = |frequency: Duration, n: usize| {
+            Some(foca::PeriodicParams {
+                frequency,
+                num_members: NonZeroUsize::new(n).expect("validated"),
+            })
+        };
+        foca::Config {
+            probe_period: self.probe_period,
+            probe_rtt: self.probe_rtt,
+            num_indirect_probes: NonZeroUsize::new(self.num_indirect_probes).expect("validated"),
+            max_transmissions: NonZeroU8::new(self.max_transmissions).expect("validated"),
+            suspect_to_down_after: self.suspect_to_down_after,
+            remove_down_after: Some(self.remove_down_after),
+            // The wire adds one version byte in front of every foca packet.
+            max_packet_size: NonZeroUsize::new(self.max_packet_size - 1).expect("validated"),
+            notify_down_members: true,
+            periodic_announce: periodic(self.announce_period, 1),
+            periodic_announce_to_down_members: periodic(self.announce_to_down_period, 2),
+            periodic_gossip: periodic(self.gossip_period, self.gossip_fanout),
+        }
+    }
+}
+
+/// A configuration value outside its range. Nothing was started.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {field}: {reason}")]
+pub struct ConfigError {
+    /// The offending field.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_are_valid() {
+        Config::lan().validate().unwrap();
+        Config::fast().validate().unwrap();
+    }
+
+    #[test]
+    fn out_of_range_values_name_their_field() {
+        let c = Config { probe_rtt: Duration::from_secs(2), ..Config::lan() };
+        assert_eq!(c.validate().unwrap_err().field, "probe_rtt");
+        let c = Config { max_packet_size: 9000, ..Config::lan() };
+        assert_eq!(c.validate().unwrap_err().field, "max_packet_size");
+        let c = Config { vnodes: 0, ..Config::lan() };
+        assert_eq!(c.validate().unwrap_err().field, "vnodes");
+    }
+
+    #[test]
+    fn detection_bound_follows_the_timings() {
+        // 3 nodes on lan timings: 5 probe periods + 4 s suspicion + 3 gossip rounds.
+        assert_eq!(Config::lan().failure_detection_bound(3), Duration::from_millis(9_600));
+        assert!(Config::fast().failure_detection_bound(3) < Duration::from_secs(3));
+    }
+}

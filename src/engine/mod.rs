@@ -1,0 +1,509 @@
+//! The sans-IO engine: the whole protocol as a deterministic state machine.
+//!
+//! A [`Node`] never reads a clock, opens a socket, spawns a thread or draws
+//! ambient randomness. A driver (the tokio + quinn runtime, or netsim) feeds
+//! it [`Input`]s with the current [`Instant`], drains [`Output`]s with
+//! [`Node::poll_output`], and calls [`Node::handle`] with [`Input::Timeout`]
+//! once [`Node::poll_timeout`] has passed. The same seed and the same inputs
+//! give the same outputs, byte for byte; clippy's disallowed lists
+//! (`clippy.toml`) keep it that way.
+//!
+//! Call order, as in quinn-proto: after every `handle`, drain `poll_output`
+//! until it returns `None`, then re-read `poll_timeout`.
+
+pub mod config;
+pub mod id;
+pub mod membership;
+pub mod ring;
+pub mod time;
+pub mod wire;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+use foca::OwnedNotification;
+use rand::SeedableRng;
+use rand::rngs::Xoshiro256PlusPlus;
+
+pub use config::{Config, ConfigError};
+pub use id::NodeId;
+pub use time::Instant;
+pub use wire::{MemberInfo, MemberState, WireError};
+
+use membership::{Effects, Swim, SwimCodec, Timers};
+use wire::{Frame, Message, Request, Response};
+
+/// Most seeds a node announces to. More would only multiply join traffic.
+pub const SEEDS_MAX: usize = 16;
+
+/// Most outputs waiting to be polled. The driver drains after every input,
+/// so reaching this is a driver bug, not load.
+pub const OUTPUTS_MAX: usize = 65_536;
+
+/// Most foca timers pending at once. foca keeps a handful per member; this
+/// bound is far above what a 10,000-member cluster schedules.
+pub const TIMERS_MAX: usize = 1 << 20;
+
+/// Most due foca timers handled in one `Timeout` input. Timers scheduled
+/// with a zero delay are handled in the same input, up to this bound.
+pub const TIMERS_PER_TIMEOUT_MAX: usize = 4096;
+
+/// A client connection's request, identified by the driver. The driver maps
+/// it back to the stream the request came on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ClientId(pub u64);
+
+/// Something that happened to the node, for the engine to react to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// A datagram from the peer at `from`.
+    Datagram {
+        /// The sender's address.
+        from: SocketAddr,
+        /// The datagram as received.
+        bytes: Vec<u8>,
+    },
+    /// A frame (without its length prefix) from a peer's stream.
+    PeerFrame {
+        /// The sender's address.
+        from: SocketAddr,
+        /// The frame.
+        bytes: Vec<u8>,
+    },
+    /// A request frame (without its length prefix) from a client stream.
+    ClientFrame {
+        /// Where the answer goes.
+        client: ClientId,
+        /// The frame.
+        bytes: Vec<u8>,
+    },
+    /// An order from the host.
+    Command(Command),
+    /// [`Node::poll_timeout`] has passed.
+    Timeout,
+}
+
+/// An order from the host application or the CLI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Join the cluster through these seeds (at most [`SEEDS_MAX`]). The node
+    /// re-announces every `join_retry` for as long as it knows no member.
+    Join(Vec<SocketAddr>),
+    /// Leave the cluster gracefully: tell the members, then stop.
+    Leave,
+}
+
+/// Something the driver must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Send a datagram (a SWIM packet). If it is larger than the
+    /// connection's datagram limit, send it as a stream frame made by
+    /// [`wire::datagram_to_frame`].
+    Datagram {
+        /// The peer's address.
+        to: SocketAddr,
+        /// The datagram.
+        bytes: Vec<u8>,
+    },
+    /// Send a frame on the ordered stream to a peer.
+    PeerFrame {
+        /// The peer's address.
+        to: SocketAddr,
+        /// The frame, without its length prefix.
+        bytes: Vec<u8>,
+    },
+    /// Answer a client request.
+    Reply {
+        /// Whose request this answers.
+        client: ClientId,
+        /// The frame, without its length prefix.
+        bytes: Vec<u8>,
+    },
+    /// Close the connection to this peer: it was declared down, and a later
+    /// life of it must get a fresh connection.
+    ClosePeer(SocketAddr),
+    /// Tell the host.
+    Event(Event),
+}
+
+/// A change the host may want to know about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A member became reachable.
+    MemberUp(NodeId),
+    /// A member was declared down (crashed, unreachable, or left).
+    MemberDown(NodeId),
+    /// A later life of a member replaced an earlier one.
+    MemberRenamed {
+        /// The identity that was replaced.
+        old: NodeId,
+        /// The identity that replaced it.
+        new: NodeId,
+    },
+    /// This node is known to at least one member: it joined.
+    Joined,
+    /// This node knows no live member any more. It keeps re-announcing to
+    /// its seeds.
+    Isolated,
+    /// This node was declared down, and came back with a new incarnation.
+    Rejoined(NodeId),
+    /// This node left the cluster. The driver should flush its outputs and
+    /// stop.
+    Left,
+}
+
+/// Why an input was rejected. In every case the input was dropped and the
+/// node's state did not change, beyond counting it in [`Stats`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    /// The bytes did not decode.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// foca rejected a SWIM packet.
+    #[error("SWIM packet rejected: {0}")]
+    Swim(String),
+    /// A message arrived where it has no meaning (e.g. a response sent to a
+    /// node).
+    #[error("unexpected {0} message")]
+    Unexpected(&'static str),
+    /// Too many seeds were given.
+    #[error("{0} seeds given; at most {SEEDS_MAX} are accepted")]
+    TooManySeeds(usize),
+    /// The node has left the cluster and takes no more input.
+    #[error("the node has left the cluster")]
+    Left,
+}
+
+/// Counters of what the node saw, for tests, status and netsim.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Datagrams (and stream-carried SWIM packets) handled.
+    pub swim_packets_received: u64,
+    /// Datagrams sent.
+    pub swim_packets_sent: u64,
+    /// Inputs rejected with an [`InputError`].
+    pub inputs_rejected: u64,
+    /// Announces sent to seeds.
+    pub announces_sent: u64,
+}
+
+/// One node's protocol state. See the module docs for the driving contract.
+pub struct Node {
+    id: NodeId,
+    config: Config,
+    now: Instant,
+    swim: Swim,
+    timers: Timers,
+    outputs: VecDeque<Output>,
+    /// Scratch buffers that foca's callbacks fill during one call.
+    sends: Vec<(SocketAddr, Vec<u8>)>,
+    notifications: Vec<OwnedNotification<NodeId>>,
+    seeds: Vec<SocketAddr>,
+    /// When to re-announce to the seeds, while the node knows no member.
+    join_retry_at: Option<Instant>,
+    left: bool,
+    stats: Stats,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.id)
+            .field("now", &self.now)
+            .field("members", &self.swim.num_members())
+            .field("left", &self.left)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// A node with identity `id`, alone until it joins (or is joined).
+    /// `rng_seed` seeds every random choice the node makes.
+    ///
+    /// # Panics
+    /// If `config` is invalid: check it with [`Config::validate`] first.
+    pub fn new(id: NodeId, config: Config, rng_seed: u64, now: Instant) -> Node {
+        if let Err(e) = config.validate() {
+            panic!("Node::new with an invalid config: {e}");
+        }
+        let rng = Xoshiro256PlusPlus::seed_from_u64(rng_seed);
+        let swim = Swim::new(id.clone(), config.to_foca(), rng, SwimCodec);
+        Node {
+            id,
+            config,
+            now,
+            swim,
+            timers: Timers::default(),
+            outputs: VecDeque::new(),
+            sends: Vec::new(),
+            notifications: Vec::new(),
+            seeds: Vec::new(),
+            join_retry_at: None,
+            left: false,
+            stats: Stats::default(),
+        }
+    }
+
+    /// This node's current identity (it changes when the node rejoins with a
+    /// new incarnation).
+    pub fn id(&self) -> &NodeId {
+        self.swim.identity()
+    }
+
+    /// The configuration the node runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// What the node has counted.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Whether the node has left the cluster.
+    pub fn has_left(&self) -> bool {
+        self.left
+    }
+
+    /// Live members other than this node.
+    pub fn num_members(&self) -> usize {
+        self.swim.num_members()
+    }
+
+    /// The membership view: this node and every member foca knows (alive,
+    /// suspect, or down and not yet forgotten), sorted by address.
+    pub fn members(&self) -> Vec<MemberInfo> {
+        let me = self.swim.identity();
+        let mut out: Vec<MemberInfo> = self
+            .swim
+            .iter_membership_state()
+            .filter(|m| m.id().addr != me.addr)
+            .map(|m| member_info(m.id(), swim_state(m.state())))
+            .collect();
+        let own_state = if self.left { MemberState::Down } else { MemberState::Alive };
+        out.push(member_info(me, own_state));
+        out.sort_by(|a, b| a.addr.cmp(&b.addr));
+        out
+    }
+
+    /// Feeds one input. On error, nothing changed but a counter.
+    pub fn handle(&mut self, now: Instant, input: Input) -> Result<(), InputError> {
+        // A driver's clock never goes back; tolerate one that stutters.
+        self.now = self.now.max(now);
+        let result = if self.left {
+            Err(InputError::Left)
+        } else {
+            match input {
+                Input::Datagram { from, bytes } => self.handle_datagram(from, &bytes),
+                Input::PeerFrame { from, bytes } => self.handle_peer_frame(from, &bytes),
+                Input::ClientFrame { client, bytes } => self.handle_client_frame(client, &bytes),
+                Input::Command(command) => self.handle_command(command),
+                Input::Timeout => {
+                    self.handle_timeout();
+                    Ok(())
+                }
+            }
+        };
+        if result.is_err() {
+            self.stats.inputs_rejected += 1;
+        }
+        result
+    }
+
+    /// The next output, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When to feed [`Input::Timeout`] next, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.left {
+            return None;
+        }
+        match (self.timers.next_deadline(), self.join_retry_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn handle_datagram(&mut self, from: SocketAddr, bytes: &[u8]) -> Result<(), InputError> {
+        let packet = wire::decode_datagram(bytes)?;
+        self.handle_swim(from, packet)
+    }
+
+    fn handle_swim(&mut self, _from: SocketAddr, packet: &[u8]) -> Result<(), InputError> {
+        self.stats.swim_packets_received += 1;
+        let result = self.with_swim(|swim, effects| swim.handle_data(packet, effects));
+        result.map_err(|e| InputError::Swim(e.to_string()))
+    }
+
+    fn handle_peer_frame(&mut self, from: SocketAddr, bytes: &[u8]) -> Result<(), InputError> {
+        match wire::decode_frame(bytes)? {
+            Frame::Swim(packet) => self.handle_swim(from, packet),
+            Frame::Message(Message::Request(_)) => Err(InputError::Unexpected("client request on a peer stream")),
+            Frame::Message(Message::Response(_)) => Err(InputError::Unexpected("response")),
+        }
+    }
+
+    fn handle_client_frame(&mut self, client: ClientId, bytes: &[u8]) -> Result<(), InputError> {
+        let request = match wire::decode_frame(bytes)? {
+            Frame::Message(Message::Request(request)) => request,
+            Frame::Swim(_) => return Err(InputError::Unexpected("SWIM packet on a client stream")),
+            Frame::Message(Message::Response(_)) => return Err(InputError::Unexpected("response")),
+        };
+        match request {
+            Request::Members => {
+                let members = self.members();
+                self.reply(client, Response::Members(members));
+            }
+            Request::Leave => {
+                self.reply(client, Response::Leaving);
+                self.leave();
+            }
+        }
+        Ok(())
+    }
+
+    fn reply(&mut self, client: ClientId, response: Response) {
+        let bytes = match wire::encode_message(&Message::Response(response)) {
+            Ok(bytes) => bytes,
+            Err(e) => wire::encode_message(&Message::Response(Response::Error(e.to_string())))
+                .expect("a short error message encodes"),
+        };
+        self.push(Output::Reply { client, bytes });
+    }
+
+    fn handle_command(&mut self, command: Command) -> Result<(), InputError> {
+        match command {
+            Command::Join(seeds) => {
+                if seeds.len() > SEEDS_MAX {
+                    return Err(InputError::TooManySeeds(seeds.len()));
+                }
+                self.seeds = seeds.into_iter().filter(|&s| s != self.id.addr).collect();
+                self.seeds.dedup();
+                self.announce_to_seeds();
+            }
+            Command::Leave => self.leave(),
+        }
+        Ok(())
+    }
+
+    fn leave(&mut self) {
+        // foca gossips our own Down to a few members and goes quiet.
+        if let Err(e) = self.with_swim(|swim, effects| swim.leave_cluster(effects)) {
+            tracing::debug!(error = %e, "leave_cluster");
+        }
+        self.left = true;
+        self.join_retry_at = None;
+        self.push(Output::Event(Event::Left));
+    }
+
+    fn announce_to_seeds(&mut self) {
+        if self.seeds.is_empty() {
+            self.join_retry_at = None;
+            return;
+        }
+        for i in 0..self.seeds.len() {
+            let seed = NodeId::seed(self.seeds[i]);
+            if let Err(e) = self.with_swim(|swim, effects| swim.announce(seed, effects)) {
+                tracing::debug!(error = %e, "announce");
+            }
+            self.stats.announces_sent += 1;
+        }
+        self.join_retry_at = Some(self.now + self.config.join_retry);
+    }
+
+    fn handle_timeout(&mut self) {
+        let now = self.now;
+        for _ in 0..TIMERS_PER_TIMEOUT_MAX {
+            let Some(timer) = self.timers.pop_due(now) else { break };
+            if let Err(e) = self.with_swim(|swim, effects| swim.handle_timer(timer, effects)) {
+                tracing::debug!(error = %e, "foca timer");
+            }
+        }
+        if self.join_retry_at.is_some_and(|at| at <= now) {
+            if self.swim.num_members() == 0 {
+                self.announce_to_seeds();
+            } else {
+                self.join_retry_at = None;
+            }
+        }
+    }
+
+    /// Runs one foca call, then turns what it asked for into outputs.
+    fn with_swim<R>(&mut self, call: impl FnOnce(&mut Swim, &mut Effects<'_>) -> R) -> R {
+        let mut effects = Effects {
+            now: self.now,
+            timers: &mut self.timers,
+            sends: &mut self.sends,
+            notifications: &mut self.notifications,
+        };
+        let result = call(&mut self.swim, &mut effects);
+        assert!(self.timers.len() <= TIMERS_MAX, "foca scheduled {} timers", self.timers.len());
+        let sends = std::mem::take(&mut self.sends);
+        for (to, bytes) in sends {
+            self.stats.swim_packets_sent += 1;
+            self.push(Output::Datagram { to, bytes });
+        }
+        let notifications = std::mem::take(&mut self.notifications);
+        for notification in notifications {
+            self.handle_notification(notification);
+        }
+        result
+    }
+
+    fn handle_notification(&mut self, notification: OwnedNotification<NodeId>) {
+        let event = match notification {
+            OwnedNotification::MemberUp(id) => Event::MemberUp(id),
+            OwnedNotification::MemberDown(id) => {
+                self.push(Output::ClosePeer(id.addr));
+                Event::MemberDown(id)
+            }
+            OwnedNotification::Rename(old, new) => Event::MemberRenamed { old, new },
+            OwnedNotification::Active => {
+                self.join_retry_at = None;
+                Event::Joined
+            }
+            OwnedNotification::Idle => {
+                // foca stops every periodic task when it knows no live
+                // member; only our own re-announce brings it back.
+                if !self.seeds.is_empty() && !self.left {
+                    self.join_retry_at = Some(self.now + self.config.join_retry);
+                }
+                Event::Isolated
+            }
+            OwnedNotification::Rejoin(id) => Event::Rejoined(id),
+            // After our own leave_cluster: `Left` is emitted by `leave`.
+            OwnedNotification::Defunct => return,
+        };
+        self.push(Output::Event(event));
+    }
+
+    fn push(&mut self, output: Output) {
+        assert!(
+            self.outputs.len() < OUTPUTS_MAX,
+            "{OUTPUTS_MAX} outputs not polled: the driver must drain poll_output after every handle"
+        );
+        self.outputs.push_back(output);
+    }
+}
+
+fn swim_state(state: foca::State) -> MemberState {
+    match state {
+        foca::State::Alive => MemberState::Alive,
+        foca::State::Suspect => MemberState::Suspect,
+        foca::State::Down => MemberState::Down,
+    }
+}
+
+fn member_info(id: &NodeId, state: MemberState) -> MemberInfo {
+    MemberInfo {
+        name: id.name.to_string(),
+        addr: id.addr,
+        incarnation: id.incarnation,
+        state,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,344 @@
+//! What travels between nodes and clients, and how it is framed.
+//!
+//! Two carriers (DESIGN.md section 2):
+//!
+//! * **Datagrams** carry SWIM packets: `[PROTOCOL_VERSION][foca packet]`.
+//!   Unreliable and unordered.
+//! * **Streams** carry frames: a 4-byte big-endian length, then
+//!   `[PROTOCOL_VERSION][kind][body]`, at most [`FRAME_LEN_MAX`] bytes after the
+//!   length. `kind` is [`KIND_SWIM`] (a SWIM packet too big for a datagram) or
+//!   [`KIND_MESSAGE`] (a [`Message`] encoded with rmp-serde).
+//!
+//! Decoding never panics: every malformed, truncated, oversized or
+//! unknown-version input is a [`WireError`].
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this build speaks. The first byte of every datagram
+/// and frame.
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// Largest frame, in bytes, after the length prefix. A peer announcing a
+/// longer one is cut off before anything is buffered.
+pub const FRAME_LEN_MAX: usize = 1 << 20;
+
+/// Bytes in a frame's length prefix.
+pub const LEN_PREFIX_LEN: usize = 4;
+
+/// Frame kind: a SWIM packet sent on a stream because it did not fit a
+/// datagram.
+pub const KIND_SWIM: u8 = 1;
+/// Frame kind: an rmp-serde encoded [`Message`].
+pub const KIND_MESSAGE: u8 = 2;
+
+/// Why bytes from the network were rejected. The input is dropped; no state
+/// changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// Nothing to decode.
+    #[error("empty datagram or frame")]
+    Empty,
+    /// The first byte names a protocol version this build does not speak.
+    #[error("unknown protocol version {got} (this node speaks {PROTOCOL_VERSION})")]
+    UnknownVersion {
+        /// The version byte received.
+        got: u8,
+    },
+    /// A frame longer than [`FRAME_LEN_MAX`].
+    #[error("frame of {len} bytes exceeds the limit of {FRAME_LEN_MAX}")]
+    FrameTooBig {
+        /// The announced or actual length.
+        len: usize,
+    },
+    /// The frame kind byte is unknown.
+    #[error("unknown frame kind {0}")]
+    UnknownKind(u8),
+    /// The frame ended before its header did.
+    #[error("frame truncated")]
+    Truncated,
+    /// The body does not decode as a [`Message`].
+    #[error("malformed message: {0}")]
+    Malformed(String),
+}
+
+/// A decoded frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// A SWIM packet (without the version byte), to be handled like a
+    /// datagram.
+    Swim(&'a [u8]),
+    /// A message.
+    Message(Message),
+}
+
+/// Everything sent on streams, between nodes and between a client and a
+/// node. Every message is idempotent, so a retry or a duplicate is harmless.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// A client's request. Sent alone on a fresh bidirectional stream; the
+    /// node answers with one [`Message::Response`] on the same stream.
+    Request(Request),
+    /// The answer to a [`Message::Request`].
+    Response(Response),
+}
+
+/// A client request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// The node's membership view.
+    Members,
+    /// Leave the cluster gracefully and stop.
+    Leave,
+}
+
+/// A node's answer to a [`Request`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// The node's membership view, itself included, sorted by address.
+    Members(Vec<MemberInfo>),
+    /// The node is leaving.
+    Leaving,
+    /// The node cannot take the request now (a bound is reached); retry
+    /// later.
+    Busy,
+    /// The request was refused.
+    Error(String),
+}
+
+/// One member as a node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// The member's name.
+    pub name: String,
+    /// The member's address.
+    pub addr: SocketAddr,
+    /// The member's incarnation (which life of the node at `addr`).
+    pub incarnation: u64,
+    /// Its state in the viewing node's SWIM view.
+    pub state: MemberState,
+}
+
+/// A member's liveness as SWIM sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberState {
+    /// Answering probes.
+    Alive,
+    /// A probe failed; it is Down unless it refutes in time.
+    Suspect,
+    /// Declared down (crashed, unreachable or left).
+    Down,
+}
+
+impl MemberState {
+    /// The lowercase name used in JSON and tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberState::Alive => "alive",
+            MemberState::Suspect => "suspect",
+            MemberState::Down => "down",
+        }
+    }
+}
+
+/// Prefixes a SWIM packet with the version byte, making a datagram.
+pub fn encode_datagram(packet: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(packet.len() + 1);
+    out.push(PROTOCOL_VERSION);
+    out.extend_from_slice(packet);
+    out
+}
+
+/// Checks a datagram's version and returns the SWIM packet inside.
+pub fn decode_datagram(datagram: &[u8]) -> Result<&[u8], WireError> {
+    match datagram.split_first() {
+        None => Err(WireError::Empty),
+        Some((&PROTOCOL_VERSION, packet)) => Ok(packet),
+        Some((&got, _)) => Err(WireError::UnknownVersion { got }),
+    }
+}
+
+/// Turns a datagram (as [`encode_datagram`] made it) into a stream frame,
+/// for a SWIM packet larger than the connection's datagram limit. Returns
+/// the frame without the length prefix.
+pub fn datagram_to_frame(datagram: &[u8]) -> Result<Vec<u8>, WireError> {
+    let packet = decode_datagram(datagram)?;
+    let mut out = Vec::with_capacity(packet.len() + 2);
+    out.extend_from_slice(&[PROTOCOL_VERSION, KIND_SWIM]);
+    out.extend_from_slice(packet);
+    check_len(out.len())?;
+    Ok(out)
+}
+
+/// Encodes a message as a frame, without the length prefix.
+pub fn encode_message(message: &Message) -> Result<Vec<u8>, WireError> {
+    let mut out = vec![PROTOCOL_VERSION, KIND_MESSAGE];
+    rmp_serde::encode::write(&mut out, message).map_err(|e| WireError::Malformed(e.to_string()))?;
+    check_len(out.len())?;
+    Ok(out)
+}
+
+/// Decodes a frame (without its length prefix).
+pub fn decode_frame(frame: &[u8]) -> Result<Frame<'_>, WireError> {
+    check_len(frame.len())?;
+    let packet = decode_datagram(frame)?;
+    let (&kind, body) = packet.split_first().ok_or(WireError::Truncated)?;
+    match kind {
+        KIND_SWIM => Ok(Frame::Swim(body)),
+        KIND_MESSAGE => {
+            let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(body));
+            let message = Message::deserialize(&mut de).map_err(|e| WireError::Malformed(e.to_string()))?;
+            if de.position() != body.len() as u64 {
+                return Err(WireError::Malformed(format!(
+                    "{} trailing bytes after the message",
+                    body.len() as u64 - de.position()
+                )));
+            }
+            Ok(Frame::Message(message))
+        }
+        other => Err(WireError::UnknownKind(other)),
+    }
+}
+
+/// The length prefix for a frame of `frame_len` bytes.
+///
+/// # Panics
+/// If `frame_len` exceeds [`FRAME_LEN_MAX`]: encoders check the limit first.
+pub fn len_prefix(frame_len: usize) -> [u8; LEN_PREFIX_LEN] {
+    assert!(frame_len <= FRAME_LEN_MAX, "frame of {frame_len} bytes passed the encoder");
+    u32::try_from(frame_len).expect("FRAME_LEN_MAX fits u32").to_be_bytes()
+}
+
+/// Reads a length prefix, rejecting frames longer than [`FRAME_LEN_MAX`]
+/// before anything is buffered.
+pub fn decode_len_prefix(prefix: [u8; LEN_PREFIX_LEN]) -> Result<usize, WireError> {
+    let len = u32::from_be_bytes(prefix) as usize;
+    check_len(len)?;
+    Ok(len)
+}
+
+fn check_len(len: usize) -> Result<(), WireError> {
+    if len > FRAME_LEN_MAX {
+        return Err(WireError::FrameTooBig { len });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn member_strategy() -> impl Strategy<Value = MemberInfo> {
+        (
+            ".{0,64}",
+            any::<[u8; 4]>(),
+            any::<u16>(),
+            any::<u64>(),
+            prop_oneof![Just(MemberState::Alive), Just(MemberState::Suspect), Just(MemberState::Down)],
+        )
+            .prop_map(|(name, ip, port, incarnation, state)| MemberInfo {
+                name,
+                addr: SocketAddr::from((ip, port)),
+                incarnation,
+                state,
+            })
+    }
+
+    fn message_strategy() -> impl Strategy<Value = Message> {
+        prop_oneof![
+            Just(Message::Request(Request::Members)),
+            Just(Message::Request(Request::Leave)),
+            Just(Message::Response(Response::Leaving)),
+            Just(Message::Response(Response::Busy)),
+            ".{0,100}".prop_map(|s| Message::Response(Response::Error(s))),
+            proptest::collection::vec(member_strategy(), 0..50).prop_map(|m| Message::Response(Response::Members(m))),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn messages_round_trip(message in message_strategy()) {
+            let frame = encode_message(&message).unwrap();
+            prop_assert_eq!(decode_frame(&frame).unwrap(), Frame::Message(message));
+        }
+
+        #[test]
+        fn swim_packets_round_trip(packet in proptest::collection::vec(any::<u8>(), 0..2000)) {
+            let datagram = encode_datagram(&packet);
+            prop_assert_eq!(decode_datagram(&datagram).unwrap(), &packet[..]);
+            let frame = datagram_to_frame(&datagram).unwrap();
+            prop_assert_eq!(decode_frame(&frame).unwrap(), Frame::Swim(&packet[..]));
+        }
+
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode_frame(&bytes);
+            let _ = decode_datagram(&bytes);
+            if bytes.len() >= LEN_PREFIX_LEN {
+                let _ = decode_len_prefix(bytes[..LEN_PREFIX_LEN].try_into().unwrap());
+            }
+        }
+
+        #[test]
+        fn random_bodies_behind_a_valid_header_are_errors_or_messages(
+            body in proptest::collection::vec(any::<u8>(), 0..512)
+        ) {
+            let mut frame = vec![PROTOCOL_VERSION, KIND_MESSAGE];
+            frame.extend_from_slice(&body);
+            match decode_frame(&frame) {
+                Ok(Frame::Message(m)) => {
+                    // Whatever decoded must encode back to the same bytes.
+                    prop_assert_eq!(encode_message(&m).unwrap(), frame);
+                }
+                Ok(other) => prop_assert!(false, "a message frame decoded as {:?}", other),
+                Err(WireError::Malformed(_)) => {}
+                Err(e) => prop_assert!(false, "unexpected error {:?}", e),
+            }
+        }
+
+        #[test]
+        fn every_truncation_of_a_frame_is_an_error(message in message_strategy()) {
+            let frame = encode_message(&message).unwrap();
+            for cut in 0..frame.len() {
+                prop_assert!(decode_frame(&frame[..cut]).is_err(), "prefix of {} bytes decoded", cut);
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_version_is_rejected() {
+        let mut frame = encode_message(&Message::Request(Request::Members)).unwrap();
+        frame[0] = 99;
+        assert_eq!(decode_frame(&frame), Err(WireError::UnknownVersion { got: 99 }));
+        assert_eq!(decode_datagram(&[99, 1, 2]), Err(WireError::UnknownVersion { got: 99 }));
+        assert_eq!(decode_datagram(&[]), Err(WireError::Empty));
+    }
+
+    #[test]
+    fn oversized_frames_are_rejected() {
+        let too_big = u32::try_from(FRAME_LEN_MAX + 1).unwrap().to_be_bytes();
+        assert_eq!(decode_len_prefix(too_big), Err(WireError::FrameTooBig { len: FRAME_LEN_MAX + 1 }));
+        assert_eq!(decode_len_prefix(len_prefix(FRAME_LEN_MAX)), Ok(FRAME_LEN_MAX));
+        let huge = Message::Response(Response::Error("x".repeat(FRAME_LEN_MAX)));
+        assert!(matches!(encode_message(&huge), Err(WireError::FrameTooBig { .. })));
+        let datagram = encode_datagram(&vec![0; FRAME_LEN_MAX]);
+        assert!(matches!(datagram_to_frame(&datagram), Err(WireError::FrameTooBig { .. })));
+    }
+
+    #[test]
+    fn unknown_kind_and_empty_frames_are_rejected() {
+        assert_eq!(decode_frame(&[PROTOCOL_VERSION, 77, 0]), Err(WireError::UnknownKind(77)));
+        assert_eq!(decode_frame(&[PROTOCOL_VERSION]), Err(WireError::Truncated));
+        assert_eq!(decode_frame(&[]), Err(WireError::Empty));
+    }
+
+    #[test]
+    fn member_state_serializes_lowercase() {
+        assert_eq!(MemberState::Suspect.as_str(), "suspect");
+        let json = serde_json::to_string(&MemberState::Down).unwrap();
+        assert_eq!(json, "\"down\"");
+    }
+}

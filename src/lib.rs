@@ -1,0 +1,40 @@
+//! # custody
+//!
+//! An embeddable cluster in one binary. Every resource (a string key) has
+//! exactly one **custodian** at a time: its owner on a consistent-hash ring.
+//! Tasks that target a resource run at its custodian, one at a time per
+//! resource, with no per-task distributed lock; custody moves (a
+//! **handoff**) only when membership changes.
+//!
+//! ```text
+//!            +------------------------- custody node ---------------------------+
+//!  client -->| runtime: tokio + quinn (one UDP port: datagrams + streams)      |
+//!  peers  <->|   | inputs (with `now`)                  ^ outputs               |
+//!            |   v                                      |                       |
+//!            | engine::Node (sans-IO): foca SWIM, ring, wire, timers          |
+//!            +-----------------------------------------------------------------+
+//!                       netsim drives the very same engine::Node
+//! ```
+//!
+//! ## Glossary
+//! - **node**: one custody process (or one embedded [`Cluster`]).
+//! - **member**: a node as SWIM (foca) sees it: alive, suspect or down.
+//! - **peer**: a node at the other end of a QUIC connection.
+//! - **resource**: a string key that tasks target.
+//! - **owner / custodian**: the node that owns a resource's ring range.
+//! - **range**: the arc of the hash ring between two consecutive points.
+//! - **handoff**: moving custody of a range from one node to another.
+//! - **task**: a unit of work targeting one resource.
+//!
+//! ## Layers
+//! - [`engine`]: the whole protocol as a deterministic state machine.
+//! - [`runtime`]: the tokio + quinn driver and the public [`Cluster`] handle.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod engine;
+pub mod runtime;
+
+pub use engine::{Config, Event, MemberInfo, MemberState, NodeId};
+pub use runtime::{Cluster, ClusterBuilder, Error};

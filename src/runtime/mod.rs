@@ -1,0 +1,471 @@
+//! The tokio + quinn driver and the public [`Cluster`] handle.
+//!
+//! One driver task owns the engine's [`Node`] and the [`Transport`]: it
+//! feeds the node what the network and the host bring, with the time since
+//! the node started as `now`, and carries out what the node outputs. No lock
+//! guards the node; everything reaches it through the driver's channels.
+
+// The runtime is the part of custody that touches the outside world: it
+// reads the clock and keys its connection cache by address in a HashMap.
+// clippy.toml forbids both in the deterministic engine.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
+mod tls;
+pub mod transport;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::engine::id::NameTooLong;
+use crate::engine::{
+    ClientId, Command, Config, ConfigError, Event, Input, Instant, MemberInfo, Node, NodeId, Output, WireError,
+};
+pub use transport::{TransportStats, request};
+use transport::{Counters, Inbound, Transport};
+
+/// Inputs from the network waiting for the driver. Datagrams past it are
+/// dropped (SWIM tolerates loss); frames wait (back-pressure).
+pub const INBOX_MAX: usize = 4096;
+/// Commands from [`Cluster`] handles waiting for the driver.
+pub const COMMANDS_MAX: usize = 64;
+/// Events buffered per [`Cluster::events`] receiver; a receiver that falls
+/// further behind misses the oldest ones and is told how many.
+pub const EVENTS_MAX: usize = 1024;
+/// Client requests the engine has not answered yet. Past it, new ones are
+/// refused as busy.
+pub const CLIENT_REQUESTS_MAX: usize = 1024;
+
+/// What went wrong in the runtime or the client.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A configuration value is out of range. Nothing was started.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The node name is too long. Nothing was started.
+    #[error(transparent)]
+    Name(#[from] NameTooLong),
+    /// The listen address is a wildcard; peers need a concrete address to
+    /// reach the node. Nothing was started.
+    #[error("{0} is a wildcard address: give a concrete address to advertise (e.g. the host's LAN address)")]
+    UnspecifiedAddress(SocketAddr),
+    /// The UDP socket could not be bound. Nothing was started.
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TLS set-up failed. Nothing was started.
+    #[error("TLS set-up failed: {0}")]
+    Tls(String),
+    /// An I/O error.
+    #[error("I/O error: {0}")]
+    Io(String),
+    /// Could not reach a node.
+    #[error("cannot reach the node at {addr}: {reason}")]
+    Connect {
+        /// The node's address.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// A node did not answer in time.
+    #[error("the node at {addr} did not answer within {after:?}; is it running?")]
+    Timeout {
+        /// The node's address.
+        addr: SocketAddr,
+        /// The time waited.
+        after: Duration,
+    },
+    /// An answer did not decode.
+    #[error("bad answer: {0}")]
+    Wire(#[from] WireError),
+    /// An answer of the wrong kind.
+    #[error("the node answered with something other than a response")]
+    UnexpectedAnswer,
+    /// The node has stopped (it left, or its driver ended).
+    #[error("the node has stopped")]
+    Stopped,
+}
+
+/// Counters of one node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// The engine's counters.
+    pub engine: crate::engine::Stats,
+    /// The transport's counters.
+    pub transport: TransportStats,
+}
+
+/// Starts a [`Cluster`] node.
+#[derive(Debug, Clone)]
+pub struct ClusterBuilder {
+    listen: SocketAddr,
+    advertise: Option<SocketAddr>,
+    name: Option<String>,
+    seeds: Vec<SocketAddr>,
+    config: Config,
+    incarnation: Option<u64>,
+    rng_seed: Option<u64>,
+}
+
+impl Default for ClusterBuilder {
+    fn default() -> Self {
+        ClusterBuilder {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            advertise: None,
+            name: None,
+            seeds: Vec::new(),
+            config: Config::default(),
+            incarnation: None,
+            rng_seed: None,
+        }
+    }
+}
+
+impl ClusterBuilder {
+    /// The UDP address to listen on. Default `127.0.0.1:0` (any free port).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
+    }
+
+    /// The address peers reach this node at, when it differs from `listen`
+    /// (e.g. listening on `0.0.0.0`). Its port must be the listening port.
+    pub fn advertise(mut self, addr: SocketAddr) -> Self {
+        self.advertise = Some(addr);
+        self
+    }
+
+    /// The node's name. Default: its address.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Nodes to join through. None: this node starts a new cluster.
+    pub fn join(mut self, seeds: impl IntoIterator<Item = SocketAddr>) -> Self {
+        self.seeds = seeds.into_iter().collect();
+        self
+    }
+
+    /// Engine configuration. Default [`Config::lan`].
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// This life's incarnation. Default: milliseconds since the Unix epoch,
+    /// so a restarted node always comes back higher.
+    pub fn incarnation(mut self, incarnation: u64) -> Self {
+        self.incarnation = Some(incarnation);
+        self
+    }
+
+    /// Seed of the node's random choices. Default: derived from the
+    /// incarnation and address.
+    pub fn rng_seed(mut self, seed: u64) -> Self {
+        self.rng_seed = Some(seed);
+        self
+    }
+
+    /// Binds the port, starts the node, and starts joining. Returns once the
+    /// node listens; joining goes on in the background (watch
+    /// [`Cluster::events`] for [`Event::Joined`]).
+    pub async fn start(self) -> Result<Cluster, Error> {
+        self.config.validate()?;
+        if let Some(name) = &self.name {
+            NodeId::validate_name(name)?;
+        }
+        if self.seeds.len() > crate::engine::SEEDS_MAX {
+            return Err(Error::Config(ConfigError {
+                field: "join",
+                reason: format!("{} seeds given; at most {} are accepted", self.seeds.len(), crate::engine::SEEDS_MAX),
+            }));
+        }
+        let (inbox_tx, inbox) = mpsc::channel(INBOX_MAX);
+        let counters = Arc::new(Counters::default());
+        let provisional_name = self.name.clone().unwrap_or_default();
+        let transport = Transport::bind(self.listen, &provisional_name, inbox_tx, counters.clone())?;
+        let bound = transport.local_addr()?;
+        let addr = match self.advertise {
+            Some(advertise) => advertise,
+            None if bound.ip().is_unspecified() => return Err(Error::UnspecifiedAddress(bound)),
+            None => bound,
+        };
+        let name = self.name.unwrap_or_else(|| addr.to_string());
+        NodeId::validate_name(&name)?;
+        let incarnation = self.incarnation.unwrap_or_else(unix_millis);
+        let id = NodeId::new(addr, incarnation, &name);
+        let rng_seed = self.rng_seed.unwrap_or_else(|| incarnation ^ u64::from(addr.port()).rotate_left(48));
+
+        let clock = tokio::time::Instant::now();
+        let mut node = Node::new(id.clone(), self.config, rng_seed, Instant::ZERO);
+        if !self.seeds.is_empty() {
+            node.handle(Instant::ZERO, Input::Command(Command::Join(self.seeds)))
+                .expect("seed count checked above");
+        }
+        let (commands_tx, commands) = mpsc::channel(COMMANDS_MAX);
+        let (events, _) = broadcast::channel(EVENTS_MAX);
+        let (stopped_tx, stopped) = watch::channel(false);
+        let driver = Driver {
+            node,
+            clock,
+            transport,
+            inbox,
+            commands,
+            events: events.clone(),
+            clients: HashMap::new(),
+            next_client: 0,
+            counters,
+        };
+        tokio::spawn(async move {
+            driver.run().await;
+            let _ = stopped_tx.send(true);
+        });
+        tracing::info!(node = %id, "started");
+        Ok(Cluster {
+            id,
+            commands: commands_tx,
+            events,
+            stopped,
+        })
+    }
+}
+
+/// A running node: the handle a host service keeps.
+///
+/// Dropping every handle stops the node abruptly, without telling the
+/// cluster (as a crash would); call [`Cluster::leave`] to stop gracefully.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    id: NodeId,
+    commands: mpsc::Sender<DriverCommand>,
+    events: broadcast::Sender<Event>,
+    stopped: watch::Receiver<bool>,
+}
+
+#[derive(Debug)]
+enum DriverCommand {
+    Members(oneshot::Sender<Vec<MemberInfo>>),
+    Stats(oneshot::Sender<Stats>),
+    Leave,
+}
+
+impl Cluster {
+    /// Starts building a node.
+    pub fn builder() -> ClusterBuilder {
+        ClusterBuilder::default()
+    }
+
+    /// This node's identity as it started (address, incarnation, name).
+    pub fn id(&self) -> &NodeId {
+        &self.id
+    }
+
+    /// The address peers and clients reach this node at.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.id.addr
+    }
+
+    /// The node's membership view: itself and every member it knows, alive,
+    /// suspect or down, sorted by address.
+    pub async fn members(&self) -> Result<Vec<MemberInfo>, Error> {
+        self.ask(DriverCommand::Members).await
+    }
+
+    /// The node's counters.
+    pub async fn stats(&self) -> Result<Stats, Error> {
+        self.ask(DriverCommand::Stats).await
+    }
+
+    /// Membership changes from now on. A receiver that falls more than
+    /// [`EVENTS_MAX`] events behind loses the oldest.
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// Leaves the cluster gracefully: the members learn it at once (not
+    /// after a failure timeout), then the node stops. Returns when it has
+    /// stopped.
+    pub async fn leave(&self) -> Result<(), Error> {
+        if self.commands.send(DriverCommand::Leave).await.is_err() {
+            return Err(Error::Stopped);
+        }
+        self.stopped().await;
+        Ok(())
+    }
+
+    /// Resolves when the node has stopped: it left (through
+    /// [`Cluster::leave`] or a client's leave request) or its driver ended.
+    pub async fn stopped(&self) {
+        let mut stopped = self.stopped.clone();
+        let _ = stopped.wait_for(|&s| s).await;
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> DriverCommand) -> Result<T, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(make(tx)).await.map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)
+    }
+}
+
+fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(1)
+}
+
+struct Driver {
+    node: Node,
+    /// The engine's time origin.
+    clock: tokio::time::Instant,
+    transport: Transport,
+    inbox: mpsc::Receiver<Inbound>,
+    commands: mpsc::Receiver<DriverCommand>,
+    events: broadcast::Sender<Event>,
+    clients: HashMap<ClientId, oneshot::Sender<Vec<u8>>>,
+    next_client: u64,
+    counters: Arc<Counters>,
+}
+
+impl Driver {
+    fn now(&self) -> Instant {
+        Instant::from_micros(u64::try_from(self.clock.elapsed().as_micros()).unwrap_or(u64::MAX))
+    }
+
+    async fn run(mut self) {
+        self.carry_out();
+        loop {
+            let deadline = self
+                .node
+                .poll_timeout()
+                .map(|t| self.clock + Duration::from_micros(t.as_micros()));
+            tokio::select! {
+                command = self.commands.recv() => match command {
+                    Some(command) => self.handle_command(command),
+                    None => {
+                        tracing::info!(node = %self.node.id(), "every handle dropped: stopping without leaving");
+                        self.transport.shutdown("stopped").await;
+                        return;
+                    }
+                },
+                Some(inbound) = self.inbox.recv() => self.handle_inbound(inbound),
+                () = sleep_until(deadline) => {
+                    self.feed(Input::Timeout);
+                }
+            }
+            self.carry_out();
+            if self.node.has_left() {
+                self.transport.flush().await;
+                self.transport.shutdown("left the cluster").await;
+                tracing::info!(node = %self.node.id(), "left the cluster");
+                return;
+            }
+        }
+    }
+
+    /// Feeds one input; a rejected one is logged and otherwise ignored.
+    fn feed(&mut self, input: Input) -> bool {
+        let now = self.now();
+        match self.node.handle(now, input) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "input rejected");
+                false
+            }
+        }
+    }
+
+    fn handle_command(&mut self, command: DriverCommand) {
+        match command {
+            DriverCommand::Members(reply) => {
+                let _ = reply.send(self.node.members());
+            }
+            DriverCommand::Stats(reply) => {
+                let _ = reply.send(Stats {
+                    engine: self.node.stats(),
+                    transport: self.counters.snapshot(),
+                });
+            }
+            DriverCommand::Leave => {
+                self.feed(Input::Command(Command::Leave));
+            }
+        }
+    }
+
+    fn handle_inbound(&mut self, inbound: Inbound) {
+        match inbound {
+            Inbound::Datagram { from, bytes } => {
+                self.feed(Input::Datagram { from, bytes: bytes.to_vec() });
+            }
+            Inbound::PeerFrame { from, bytes } => {
+                self.feed(Input::PeerFrame { from, bytes });
+            }
+            Inbound::ClientFrame { reply, bytes } => {
+                self.clients.retain(|_, r| !r.is_closed());
+                if self.clients.len() >= CLIENT_REQUESTS_MAX {
+                    let busy = crate::engine::wire::Message::Response(crate::engine::wire::Response::Busy);
+                    let _ = reply.send(crate::engine::wire::encode_message(&busy).expect("Busy encodes"));
+                    return;
+                }
+                let client = ClientId(self.next_client);
+                self.next_client += 1;
+                self.clients.insert(client, reply);
+                if !self.feed(Input::ClientFrame { client, bytes }) {
+                    // Dropping the sender makes the stream task answer with
+                    // an error.
+                    self.clients.remove(&client);
+                }
+            }
+            Inbound::Connected { addr, conn } => self.transport.install(addr, conn),
+            Inbound::ConnectFailed { addr, error } => self.transport.connect_failed(addr, &error),
+            Inbound::Closed { addr, stable_id } => self.transport.closed(addr, stable_id),
+        }
+    }
+
+    /// Carries out everything the node has output.
+    fn carry_out(&mut self) {
+        while let Some(output) = self.node.poll_output() {
+            match output {
+                Output::Datagram { to, bytes } => self.transport.send_datagram(to, bytes),
+                Output::PeerFrame { to, bytes } => self.transport.send_frame(to, bytes),
+                Output::Reply { client, bytes } => {
+                    if let Some(reply) = self.clients.remove(&client) {
+                        let _ = reply.send(bytes);
+                    }
+                }
+                Output::ClosePeer(addr) => self.transport.close_peer(addr),
+                Output::Event(event) => {
+                    log_event(&event);
+                    let _ = self.events.send(event);
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn log_event(event: &Event) {
+    match event {
+        Event::MemberUp(id) => tracing::info!(member = %id, "member up"),
+        Event::MemberDown(id) => tracing::info!(member = %id, "member down"),
+        Event::MemberRenamed { old, new } => tracing::info!(%old, %new, "member restarted"),
+        Event::Joined => tracing::info!("joined the cluster"),
+        Event::Isolated => tracing::warn!("no live member known; re-announcing to the seeds"),
+        Event::Rejoined(id) => tracing::warn!(new_id = %id, "was declared down; rejoined with a new incarnation"),
+        Event::Left => tracing::info!("leaving the cluster"),
+    }
+}
