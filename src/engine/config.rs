@@ -177,10 +177,7 @@ impl Config {
     /// The foca configuration these values make.
     pub(crate) fn to_foca(&self) -> foca::Config {
         let periodic = |frequency: Duration, n: usize| {
-            Some(foca::PeriodicParams {
-                frequency,
-                num_members: NonZeroUsize::new(n).expect("validated"),
-            })
+            Some(foca::PeriodicParams { frequency, num_members: NonZeroUsize::new(n).expect("validated") })
         };
         foca::Config {
             probe_period: self.probe_period,

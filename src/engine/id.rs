@@ -36,22 +36,14 @@ impl NodeId {
     /// the input boundary with [`NodeId::validate_name`].
     pub fn new(addr: SocketAddr, incarnation: u64, name: &str) -> NodeId {
         assert!(Self::validate_name(name).is_ok(), "node name too long: {name:?}");
-        NodeId {
-            addr,
-            incarnation,
-            name: Arc::from(name),
-        }
+        NodeId { addr, incarnation, name: Arc::from(name) }
     }
 
     /// An identity that names only an address, used to announce to a seed
     /// whose incarnation and name are not known yet: a seed accepts an
     /// announce addressed to its address whatever the rest says.
     pub fn seed(addr: SocketAddr) -> NodeId {
-        NodeId {
-            addr,
-            incarnation: 0,
-            name: Arc::from(""),
-        }
+        NodeId { addr, incarnation: 0, name: Arc::from("") }
     }
 
     /// Checks a node name: non-empty is not required, length is.
@@ -116,11 +108,7 @@ impl foca::Identity for NodeId {
     /// A node declared down comes back by itself with the next incarnation,
     /// which wins over the one the cluster declared down.
     fn renew(&self) -> Option<Self> {
-        Some(NodeId {
-            addr: self.addr,
-            incarnation: self.incarnation.wrapping_add(1),
-            name: self.name.clone(),
-        })
+        Some(NodeId { addr: self.addr, incarnation: self.incarnation.wrapping_add(1), name: self.name.clone() })
     }
 
     fn addr(&self) -> SocketAddr {

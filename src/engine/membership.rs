@@ -154,11 +154,7 @@ fn get_id(buf: &mut impl Buf) -> Result<NodeId, CodecError> {
     let mut name = vec![0; len];
     buf.copy_to_slice(&mut name);
     let name = String::from_utf8(name).map_err(|_| CodecError::BadName)?;
-    Ok(NodeId {
-        addr: SocketAddr::new(ip, port),
-        incarnation,
-        name: Arc::from(name),
-    })
+    Ok(NodeId { addr: SocketAddr::new(ip, port), incarnation, name: Arc::from(name) })
 }
 
 fn put_all(buf: &mut impl BufMut, scratch: &[u8]) -> Result<(), CodecError> {
@@ -234,12 +230,7 @@ impl foca::Codec<NodeId> for SwimCodec {
             MSG_TURN_UNDEAD => Message::TurnUndead,
             tag => return Err(CodecError::BadTag { what: "message", tag }),
         };
-        Ok(Header {
-            src,
-            src_incarnation,
-            dst,
-            message,
-        })
+        Ok(Header { src, src_incarnation, dst, message })
     }
 
     fn encode_member(&mut self, member: &Member<NodeId>, mut buf: impl BufMut) -> Result<(), CodecError> {

@@ -497,12 +497,7 @@ fn swim_state(state: foca::State) -> MemberState {
 }
 
 fn member_info(id: &NodeId, state: MemberState) -> MemberInfo {
-    MemberInfo {
-        name: id.name.to_string(),
-        addr: id.addr,
-        incarnation: id.incarnation,
-        state,
-    }
+    MemberInfo { name: id.name.to_string(), addr: id.addr, incarnation: id.incarnation, state }
 }
 
 #[cfg(test)]

@@ -225,12 +225,7 @@ impl Ring {
             let index = u32::try_from(index).expect("more than u32::MAX members");
             let ring_key: Arc<[u8]> = member.ring_key().into();
             for replica in 0..vnodes {
-                let mut vnode = VNode {
-                    point: 0,
-                    member: index,
-                    replica,
-                    ring_key: Arc::clone(&ring_key),
-                };
+                let mut vnode = VNode { point: 0, member: index, replica, ring_key: Arc::clone(&ring_key) };
                 vnode.point = DefaultHashBuilder.hash_one(&vnode);
                 virtuals.push(vnode);
             }
@@ -241,14 +236,7 @@ impl Ring {
         ring.batch_add(virtuals);
 
         // `into_iter` yields the virtual nodes in ring order.
-        let slots: Vec<Slot> = ring
-            .clone()
-            .into_iter()
-            .map(|v| Slot {
-                point: v.point,
-                member: v.member,
-            })
-            .collect();
+        let slots: Vec<Slot> = ring.clone().into_iter().map(|v| Slot { point: v.point, member: v.member }).collect();
         debug_assert!(slots.windows(2).all(|w| w[0].point < w[1].point));
 
         let mut owned = vec![false; members.len()];
@@ -259,15 +247,7 @@ impl Ring {
         let stride = owners.min(REPLICAS_MAX);
         let table = replica_table(&slots, stride, members.len());
 
-        Ring {
-            members,
-            vnodes,
-            ring,
-            slots,
-            owners,
-            stride,
-            table,
-        }
+        Ring { members, vnodes, ring, slots, owners, stride, table }
     }
 
     /// The members, one per address, sorted by address.
@@ -349,13 +329,7 @@ impl Ring {
     /// Every range in ring order (ascending end point): its id, arc and owner.
     /// The arcs cover the circle exactly once.
     pub fn ranges(&self) -> impl Iterator<Item = (RangeId, Span, &NodeId)> {
-        (0..self.slots.len()).map(move |pos| {
-            (
-                RangeId(self.slots[pos].point),
-                self.span_at(pos),
-                self.member_at(pos),
-            )
-        })
+        (0..self.slots.len()).map(move |pos| (RangeId(self.slots[pos].point), self.span_at(pos), self.member_at(pos)))
     }
 
     /// The parts of the hash space whose owner differs between `self` (older)
@@ -434,11 +408,7 @@ impl Ring {
         for (pos, slot) in self.slots.iter().enumerate() {
             widths[slot.member as usize] += self.span_at(pos).width();
         }
-        self.members
-            .iter()
-            .zip(widths)
-            .map(|(m, w)| (m.addr, w as f64 / CIRCLE))
-            .collect()
+        self.members.iter().zip(widths).map(|(m, w)| (m.addr, w as f64 / CIRCLE)).collect()
     }
 
     /// The slot index of the range ending at `range`.
@@ -448,15 +418,8 @@ impl Ring {
 
     /// The arc of the range at slot `pos` (which must exist).
     fn span_at(&self, pos: usize) -> Span {
-        let prev = if pos == 0 {
-            self.slots.len() - 1
-        } else {
-            pos - 1
-        };
-        Span {
-            start: self.slots[prev].point,
-            end: self.slots[pos].point,
-        }
+        let prev = if pos == 0 { self.slots.len() - 1 } else { pos - 1 };
+        Span { start: self.slots[prev].point, end: self.slots[pos].point }
     }
 
     /// The owner of slot `pos` (which must exist).
@@ -617,12 +580,7 @@ mod tests {
         // The point of a vnode is SipHash-2-4(keys 0, 0) of ring_key ++
         // replica_be; the same as a resource whose name is those bytes.
         let id = node(7001);
-        let vnode = VNode {
-            point: 0,
-            member: 0,
-            replica: 3,
-            ring_key: id.ring_key().into(),
-        };
+        let vnode = VNode { point: 0, member: 0, replica: 3, ring_key: id.ring_key().into() };
         let mut bytes = id.ring_key();
         bytes.extend_from_slice(&3u32.to_be_bytes());
         let as_key = std::str::from_utf8(&bytes).unwrap();
@@ -665,10 +623,7 @@ mod tests {
         let s = Span { start: 10, end: 20 };
         assert!(!s.contains(10) && s.contains(11) && s.contains(20) && !s.contains(21));
         assert_eq!(s.width(), 10);
-        let w = Span {
-            start: u64::MAX - 1,
-            end: 1,
-        };
+        let w = Span { start: u64::MAX - 1, end: 1 };
         assert!(w.contains(u64::MAX) && w.contains(0) && w.contains(1));
         assert!(!w.contains(u64::MAX - 1) && !w.contains(2));
         assert_eq!(w.width(), 3);
@@ -678,15 +633,7 @@ mod tests {
     #[test]
     fn dedupe_keeps_the_highest_incarnation() {
         let a = SocketAddr::from(([10, 0, 0, 1], 7000));
-        let ring = Ring::new(
-            [
-                NodeId::new(a, 3, "new"),
-                node(7002),
-                NodeId::new(a, 1, "old"),
-                node(7002),
-            ],
-            8,
-        );
+        let ring = Ring::new([NodeId::new(a, 3, "new"), node(7002), NodeId::new(a, 1, "old"), node(7002)], 8);
         assert_eq!(ring.members().len(), 2);
         let m = ring.members().iter().find(|m| m.addr == a).unwrap();
         assert_eq!((m.incarnation, &*m.name), (3, "new"));
@@ -705,11 +652,7 @@ mod tests {
         assert_eq!(old_ranges, new_ranges);
         let moves = old.diff(&new);
         assert!(!moves.is_empty());
-        assert!(
-            moves
-                .iter()
-                .all(|m| m.from.incarnation == 1 && m.to.incarnation == 2)
-        );
+        assert!(moves.iter().all(|m| m.from.incarnation == 1 && m.to.incarnation == 2));
         let moved: f64 = moves.iter().map(|m| m.span.fraction()).sum();
         assert!((moved - old.load()[&a]).abs() < 1e-12);
         assert!(old.diff(&old).is_empty());
@@ -718,12 +661,7 @@ mod tests {
     #[test]
     fn collisions_keep_the_lowest_member() {
         let key: Arc<[u8]> = Arc::from(&[0u8][..]);
-        let v = |point, member, replica| VNode {
-            point,
-            member,
-            replica,
-            ring_key: Arc::clone(&key),
-        };
+        let v = |point, member, replica| VNode { point, member, replica, ring_key: Arc::clone(&key) };
         let mut vs = vec![v(5, 2, 0), v(9, 1, 0), v(5, 0, 7), v(5, 0, 3), v(1, 2, 1)];
         resolve_collisions(&mut vs);
         let got: Vec<_> = vs.iter().map(|v| (v.point, v.member, v.replica)).collect();
@@ -753,10 +691,7 @@ mod tests {
         let mean = sum / load.len() as f64;
         let var = load.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / load.len() as f64;
         let cv = var.sqrt() / mean;
-        println!(
-            "load, 10 nodes x 128 vnodes: min {min:.4} max {max:.4} max/min {:.3} cv {cv:.4}",
-            max / min
-        );
+        println!("load, 10 nodes x 128 vnodes: min {min:.4} max {max:.4} max/min {:.3} cv {cv:.4}", max / min);
         assert!((sum - 1.0).abs() < 1e-9, "load sums to {sum}");
         assert!(max / min < 1.6, "max/min {}", max / min);
         assert!(cv < 0.15, "cv {cv}");
@@ -776,11 +711,7 @@ mod tests {
         runner
             .run(&strategy, |(addrs, pick)| {
                 let joiner = addrs[pick % addrs.len()];
-                let before: Vec<NodeId> = addrs
-                    .iter()
-                    .filter(|&&a| a != joiner)
-                    .map(|&a| at(a))
-                    .collect();
+                let before: Vec<NodeId> = addrs.iter().filter(|&&a| a != joiner).map(|&a| at(a)).collect();
                 let n = before.len();
                 let old = Ring::new(before.clone(), VNODES_DEFAULT);
                 let new = Ring::new(before.into_iter().chain([at(joiner)]), VNODES_DEFAULT);
@@ -795,21 +726,9 @@ mod tests {
                 let by_keys = moved as f64 / hashes.len() as f64;
                 let exact: f64 = old.diff(&new).iter().map(|m| m.span.fraction()).sum();
                 let ideal = 1.0 / (n + 1) as f64;
-                ratios
-                    .borrow_mut()
-                    .push((n, by_keys / ideal, exact / ideal));
-                prop_assert!(
-                    (by_keys / ideal - 1.0).abs() <= 0.3,
-                    "n {} keys {}",
-                    n,
-                    by_keys
-                );
-                prop_assert!(
-                    (exact / ideal - 1.0).abs() <= 0.3,
-                    "n {} exact {}",
-                    n,
-                    exact
-                );
+                ratios.borrow_mut().push((n, by_keys / ideal, exact / ideal));
+                prop_assert!((by_keys / ideal - 1.0).abs() <= 0.3, "n {} keys {}", n, by_keys);
+                prop_assert!((exact / ideal - 1.0).abs() <= 0.3, "n {} exact {}", n, exact);
                 Ok(())
             })
             .unwrap();

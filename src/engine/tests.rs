@@ -73,11 +73,7 @@ impl Net {
     fn run_until(&mut self, until: Instant) {
         loop {
             let next_delivery = self.in_flight.keys().next().map(|&(t, _)| t);
-            let next_timer = self
-                .nodes
-                .iter()
-                .filter_map(|(&a, n)| n.poll_timeout().map(|t| (t, a)))
-                .min();
+            let next_timer = self.nodes.iter().filter_map(|(&a, n)| n.poll_timeout().map(|t| (t, a))).min();
             let next = match (next_delivery, next_timer) {
                 (Some(d), Some((t, _))) => d.min(t),
                 (Some(d), None) => d,
@@ -138,8 +134,7 @@ fn same_seed_same_inputs_same_outputs_byte_for_byte() {
 #[test]
 fn join_announces_to_every_seed_then_retries() {
     let mut n = node(7001, 1, 7);
-    n.handle(Instant::ZERO, Input::Command(Command::Join(vec![addr(7002), addr(7003), addr(7001)])))
-        .unwrap();
+    n.handle(Instant::ZERO, Input::Command(Command::Join(vec![addr(7002), addr(7003), addr(7001)]))).unwrap();
     let outputs = drain(&mut n);
     // Our own address is not a seed; one Announce per other seed.
     assert_eq!(outputs.len(), 2);

@@ -24,8 +24,8 @@ use crate::engine::id::NameTooLong;
 use crate::engine::{
     ClientId, Command, Config, ConfigError, Event, Input, Instant, MemberInfo, Node, NodeId, Output, WireError,
 };
-pub use transport::{TransportStats, request};
 use transport::{Counters, Inbound, Transport};
+pub use transport::{TransportStats, request};
 
 /// Inputs from the network waiting for the driver. Datagrams past it are
 /// dropped (SWIM tolerates loss); frames wait (back-pressure).
@@ -207,8 +207,7 @@ impl ClusterBuilder {
         let clock = tokio::time::Instant::now();
         let mut node = Node::new(id.clone(), self.config, rng_seed, Instant::ZERO);
         if !self.seeds.is_empty() {
-            node.handle(Instant::ZERO, Input::Command(Command::Join(self.seeds)))
-                .expect("seed count checked above");
+            node.handle(Instant::ZERO, Input::Command(Command::Join(self.seeds))).expect("seed count checked above");
         }
         let (commands_tx, commands) = mpsc::channel(COMMANDS_MAX);
         let (events, _) = broadcast::channel(EVENTS_MAX);
@@ -229,12 +228,7 @@ impl ClusterBuilder {
             let _ = stopped_tx.send(true);
         });
         tracing::info!(node = %id, "started");
-        Ok(Cluster {
-            id,
-            commands: commands_tx,
-            events,
-            stopped,
-        })
+        Ok(Cluster { id, commands: commands_tx, events, stopped })
     }
 }
 
@@ -316,10 +310,7 @@ impl Cluster {
 }
 
 fn unix_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(1)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(1)
 }
 
 struct Driver {
@@ -343,10 +334,7 @@ impl Driver {
     async fn run(mut self) {
         self.carry_out();
         loop {
-            let deadline = self
-                .node
-                .poll_timeout()
-                .map(|t| self.clock + Duration::from_micros(t.as_micros()));
+            let deadline = self.node.poll_timeout().map(|t| self.clock + Duration::from_micros(t.as_micros()));
             tokio::select! {
                 command = self.commands.recv() => match command {
                     Some(command) => self.handle_command(command),
@@ -389,10 +377,7 @@ impl Driver {
                 let _ = reply.send(self.node.members());
             }
             DriverCommand::Stats(reply) => {
-                let _ = reply.send(Stats {
-                    engine: self.node.stats(),
-                    transport: self.counters.snapshot(),
-                });
+                let _ = reply.send(Stats { engine: self.node.stats(), transport: self.counters.snapshot() });
             }
             DriverCommand::Leave => {
                 self.feed(Input::Command(Command::Leave));
@@ -464,7 +449,7 @@ fn log_event(event: &Event) {
         Event::MemberDown(id) => tracing::info!(member = %id, "member down"),
         Event::MemberRenamed { old, new } => tracing::info!(%old, %new, "member restarted"),
         Event::Joined => tracing::info!("joined the cluster"),
-        Event::Isolated => tracing::warn!("no live member known; re-announcing to the seeds"),
+        Event::Isolated => tracing::warn!("no live member known (re-announcing to the seeds, if any)"),
         Event::Rejoined(id) => tracing::warn!(new_id = %id, "was declared down; rejoined with a new incarnation"),
         Event::Left => tracing::info!("leaving the cluster"),
     }

@@ -142,13 +142,7 @@ impl Transport {
         let server = tls::server_config(node_name)?;
         let endpoint = Endpoint::server(server, listen).map_err(|source| Error::Bind { addr: listen, source })?;
         tokio::spawn(accept_loop(endpoint.clone(), inbox.clone(), counters.clone()));
-        Ok(Transport {
-            endpoint,
-            peer_client: tls::client_config(ALPN_PEER)?,
-            peers: HashMap::new(),
-            inbox,
-            counters,
-        })
+        Ok(Transport { endpoint, peer_client: tls::client_config(ALPN_PEER)?, peers: HashMap::new(), inbox, counters })
     }
 
     /// The address the endpoint is bound to.
@@ -200,10 +194,7 @@ impl Transport {
                 }
                 Err(_) => {
                     Counters::bump(&counters.handshakes_failed);
-                    Inbound::ConnectFailed {
-                        addr,
-                        error: format!("no handshake within {HANDSHAKE_TIMEOUT:?}"),
-                    }
+                    Inbound::ConnectFailed { addr, error: format!("no handshake within {HANDSHAKE_TIMEOUT:?}") }
                 }
             };
             let _ = inbox.send(report).await;
@@ -370,10 +361,7 @@ async fn read_frame(stream: &mut RecvStream) -> Result<Vec<u8>, ReadFrame> {
     }
     let len = wire::decode_len_prefix(prefix).map_err(ReadFrame::TooBig)?;
     let mut frame = vec![0u8; len];
-    stream
-        .read_exact(&mut frame)
-        .await
-        .map_err(|e| ReadFrame::Broken(e.to_string()))?;
+    stream.read_exact(&mut frame).await.map_err(|e| ReadFrame::Broken(e.to_string()))?;
     Ok(frame)
 }
 
@@ -406,7 +394,12 @@ fn spawn_peer_readers(conn: Connection, addr: SocketAddr, inbox: mpsc::Sender<In
     });
 }
 
-async fn read_peer_frames(mut stream: RecvStream, from: SocketAddr, inbox: mpsc::Sender<Inbound>, counters: Arc<Counters>) {
+async fn read_peer_frames(
+    mut stream: RecvStream,
+    from: SocketAddr,
+    inbox: mpsc::Sender<Inbound>,
+    counters: Arc<Counters>,
+) {
     loop {
         match read_frame(&mut stream).await {
             Ok(bytes) => {
@@ -535,20 +528,19 @@ pub async fn request(node: SocketAddr, request: wire::Request, timeout: Duration
             .map_err(|e| Error::Connect { addr: node, reason: e.to_string() })?
             .await
             .map_err(|e| Error::Connect { addr: node, reason: e.to_string() })?;
-        let (mut send, mut recv) = conn
-            .open_bi()
-            .await
-            .map_err(|e| Error::Connect { addr: node, reason: e.to_string() })?;
+        let (mut send, mut recv) =
+            conn.open_bi().await.map_err(|e| Error::Connect { addr: node, reason: e.to_string() })?;
         let frame = wire::encode_message(&Message::Request(request))?;
-        write_frame(&mut send, &frame)
-            .await
-            .map_err(|e| Error::Connect { addr: node, reason: e.to_string() })?;
+        write_frame(&mut send, &frame).await.map_err(|e| Error::Connect { addr: node, reason: e.to_string() })?;
         let _ = send.finish();
         let answer = match read_frame(&mut recv).await {
             Ok(bytes) => bytes,
             Err(ReadFrame::TooBig(e)) => return Err(Error::Wire(e)),
             Err(ReadFrame::End | ReadFrame::Broken(_)) => {
-                return Err(Error::Connect { addr: node, reason: "the node closed the stream without answering".into() });
+                return Err(Error::Connect {
+                    addr: node,
+                    reason: "the node closed the stream without answering".into(),
+                });
             }
         };
         conn.close(0u32.into(), b"done");

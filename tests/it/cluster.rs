@@ -1,0 +1,154 @@
+//! In-process nodes through the public `Cluster` API.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use custody::{Cluster, Config, MemberState};
+
+use crate::util::wait_for;
+
+async fn start(name: &str, seeds: &[SocketAddr]) -> Cluster {
+    Cluster::builder()
+        .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .name(name)
+        .join(seeds.iter().copied())
+        .config(Config::fast())
+        .start()
+        .await
+        .expect("node starts")
+}
+
+/// The states `viewer` sees for each address.
+async fn states(viewer: &Cluster) -> Vec<(SocketAddr, MemberState)> {
+    viewer.members().await.expect("node answers").into_iter().map(|m| (m.addr, m.state)).collect()
+}
+
+async fn state_of(viewer: &Cluster, addr: SocketAddr) -> Option<MemberState> {
+    states(viewer).await.into_iter().find(|&(a, _)| a == addr).map(|(_, s)| s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_converge_detect_a_drop_and_see_a_leave() {
+    let first = start("n0", &[]).await;
+    let mut nodes = vec![first.clone()];
+    for i in 1..5 {
+        nodes.push(start(&format!("n{i}"), &[first.local_addr()]).await);
+    }
+
+    // Convergence: every node sees 5 alive members within 3 s.
+    let (_, took) = wait_for(Duration::from_secs(3), "5 nodes converge", || {
+        let nodes = nodes.clone();
+        async move {
+            for node in &nodes {
+                let alive = states(node).await.iter().filter(|(_, s)| *s == MemberState::Alive).count();
+                if alive != 5 {
+                    return None;
+                }
+            }
+            Some(())
+        }
+    })
+    .await;
+    eprintln!("converged in {took:?}");
+
+    // An abrupt drop (no leave): the others mark it down within the
+    // failure-detection bound of the configured timings.
+    let dropped = nodes.pop().expect("five nodes");
+    let dropped_addr = dropped.local_addr();
+    drop(dropped);
+    let bound = Config::fast().failure_detection_bound(5);
+    let (_, took) = wait_for(bound, "the dropped node is marked down everywhere", || {
+        let nodes = nodes.clone();
+        async move {
+            for node in &nodes {
+                if state_of(node, dropped_addr).await != Some(MemberState::Down) {
+                    return None;
+                }
+            }
+            Some(())
+        }
+    })
+    .await;
+    eprintln!("drop detected in {took:?} (bound {bound:?})");
+
+    // A graceful leave: the others see it within 1 s, long before any
+    // failure detector could.
+    let leaver = nodes.pop().expect("four nodes");
+    let leaver_addr = leaver.local_addr();
+    let mut events = nodes[0].events();
+    leaver.leave().await.expect("leave");
+    let (_, took) = wait_for(Duration::from_secs(1), "the leaver is seen down everywhere", || {
+        let nodes = nodes.clone();
+        async move {
+            for node in &nodes {
+                if state_of(node, leaver_addr).await != Some(MemberState::Down) {
+                    return None;
+                }
+            }
+            Some(())
+        }
+    })
+    .await;
+    eprintln!("leave seen in {took:?}");
+    // The host saw it as an event too.
+    let event = tokio::time::timeout(Duration::from_secs(1), async {
+        loop {
+            match events.recv().await {
+                Ok(custody::Event::MemberDown(id)) if id.addr == leaver_addr => return id,
+                Ok(_) => continue,
+                Err(e) => panic!("event stream: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("MemberDown event");
+    assert_eq!(event.name.as_ref(), "n3");
+
+    // A stopped node answers no more.
+    assert!(matches!(leaver.members().await, Err(custody::Error::Stopped)));
+}
+
+#[tokio::test]
+async fn a_restart_on_the_same_address_is_accepted_with_a_higher_incarnation() {
+    let seed = start("seed", &[]).await;
+    let other = Cluster::builder().name("other").incarnation(10).join([seed.local_addr()]).config(Config::fast());
+    let first_life = other.clone().start().await.expect("start");
+    let addr = first_life.local_addr();
+    wait_for(Duration::from_secs(3), "first life joins", || {
+        let seed = seed.clone();
+        async move { (state_of(&seed, addr).await == Some(MemberState::Alive)).then_some(()) }
+    })
+    .await;
+    drop(first_life);
+    // Wait until the port is free again, then come back on it at once, long
+    // before the failure detector would have noticed the crash.
+    let second_life = loop {
+        match other.clone().listen(addr).incarnation(11).start().await {
+            Ok(node) => break node,
+            Err(custody::Error::Bind { .. }) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(e) => panic!("restart: {e}"),
+        }
+    };
+    wait_for(Duration::from_secs(3), "the seed sees the new life alive", || {
+        let seed = seed.clone();
+        async move {
+            let members = seed.members().await.ok()?;
+            members.iter().any(|m| m.addr == addr && m.incarnation == 11 && m.state == MemberState::Alive).then_some(())
+        }
+    })
+    .await;
+    let view = second_life.members().await.expect("answers");
+    assert_eq!(view.len(), 2);
+    assert!(view.iter().all(|m| m.state == MemberState::Alive));
+}
+
+#[tokio::test]
+async fn bad_configuration_is_refused_before_anything_starts() {
+    let bad = Config { vnodes: 0, ..Config::lan() };
+    let err = Cluster::builder().config(bad).start().await.unwrap_err();
+    assert!(err.to_string().contains("vnodes"), "{err}");
+    let err = Cluster::builder().listen("0.0.0.0:0".parse().unwrap()).start().await.unwrap_err();
+    assert!(matches!(err, custody::Error::UnspecifiedAddress(_)), "{err}");
+    let err = Cluster::builder().name("x".repeat(65)).start().await.unwrap_err();
+    assert!(err.to_string().contains("65 bytes"), "{err}");
+}
