@@ -267,8 +267,8 @@ mod tests {
     fn id_strategy() -> impl Strategy<Value = NodeId> {
         (
             prop_oneof![
-                any::<[u8; 4]>().prop_map(|o| IpAddr::from(o)),
-                any::<[u8; 16]>().prop_map(|o| IpAddr::from(o)),
+                any::<[u8; 4]>().prop_map(IpAddr::from),
+                any::<[u8; 16]>().prop_map(IpAddr::from),
             ],
             any::<u16>(),
             any::<u64>(),

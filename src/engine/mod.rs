@@ -282,7 +282,7 @@ impl Node {
             .collect();
         let own_state = if self.left { MemberState::Down } else { MemberState::Alive };
         out.push(member_info(me, own_state));
-        out.sort_by(|a, b| a.addr.cmp(&b.addr));
+        out.sort_by_key(|m| m.addr);
         out
     }
 

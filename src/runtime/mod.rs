@@ -454,3 +454,6 @@ fn log_event(event: &Event) {
         Event::Left => tracing::info!("leaving the cluster"),
     }
 }
+
+#[cfg(test)]
+mod tests;
