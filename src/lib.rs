@@ -26,6 +26,26 @@
 //! - **handoff**: moving custody of a range from one node to another.
 //! - **task**: a unit of work targeting one resource.
 //!
+//! ## Embedding
+//!
+//! ```no_run
+//! use custody::{Cluster, Config};
+//!
+//! # async fn run() -> Result<(), custody::Error> {
+//! let node = Cluster::builder()
+//!     .listen("10.0.0.5:7001".parse().unwrap())
+//!     .name("billing-1")
+//!     .join(["10.0.0.4:7001".parse().unwrap()])
+//!     .config(Config::lan())
+//!     .start()
+//!     .await?;
+//! let mut events = node.events(); // MemberUp / MemberDown / MemberRenamed / Joined / ...
+//! let members = node.members().await?; // this node's view, itself included
+//! node.leave().await?; // graceful: tell the cluster, then stop
+//! # let _ = (events.try_recv(), members);
+//! # Ok(()) }
+//! ```
+//!
 //! ## Layers
 //! - [`engine`]: the whole protocol as a deterministic state machine.
 //! - [`runtime`]: the tokio + quinn driver and the public [`Cluster`] handle.

@@ -266,10 +266,7 @@ mod tests {
 
     fn id_strategy() -> impl Strategy<Value = NodeId> {
         (
-            prop_oneof![
-                any::<[u8; 4]>().prop_map(IpAddr::from),
-                any::<[u8; 16]>().prop_map(IpAddr::from),
-            ],
+            prop_oneof![any::<[u8; 4]>().prop_map(IpAddr::from), any::<[u8; 16]>().prop_map(IpAddr::from),],
             any::<u16>(),
             any::<u64>(),
             "[a-z0-9-]{0,64}",
