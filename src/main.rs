@@ -230,6 +230,6 @@ mod tests {
             incarnation: 7,
             state: MemberState::Suspect,
         }]);
-        assert_eq!(table, "NAME  ADDRESS          INCARNATION  STATE\na     127.0.0.1:7001             7  suspect\n");
+        assert_eq!(table, "NAME  ADDRESS           INCARNATION  STATE\na     127.0.0.1:7001              7  suspect\n");
     }
 }

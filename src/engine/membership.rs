@@ -2,7 +2,7 @@
 //! turns foca's callbacks into engine outputs and timers.
 //!
 //! foca is sans-IO already: it calls a [`foca::Runtime`] to send packets,
-//! schedule timers and report changes. [`Effects`] is that runtime: it only
+//! schedule timers and report changes. `Effects` is that runtime: it only
 //! records, and [`crate::engine::Node`] turns the records into outputs after
 //! each call into foca returns.
 

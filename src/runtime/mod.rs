@@ -1,6 +1,6 @@
 //! The tokio + quinn driver and the public [`Cluster`] handle.
 //!
-//! One driver task owns the engine's [`Node`] and the [`Transport`]: it
+//! One driver task owns the engine's [`Node`] and the `Transport`: it
 //! feeds the node what the network and the host bring, with the time since
 //! the node started as `now`, and carries out what the node outputs. No lock
 //! guards the node; everything reaches it through the driver's channels.

@@ -14,7 +14,7 @@
 //! the old one: its reset key is new); the older one serves reads until its
 //! idle timeout. A connection to a member that went down is closed.
 //!
-//! The [`Transport`] is owned by the driver task; the tasks it spawns report
+//! The `Transport` is owned by the driver task; the tasks it spawns report
 //! back through the driver's inbox.
 
 use std::collections::HashMap;
