@@ -189,7 +189,6 @@ pub struct Stats {
 
 /// One node's protocol state. See the module docs for the driving contract.
 pub struct Node {
-    id: NodeId,
     config: Config,
     now: Instant,
     swim: Swim,
@@ -208,7 +207,7 @@ pub struct Node {
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Node")
-            .field("id", &self.id)
+            .field("id", self.swim.identity())
             .field("now", &self.now)
             .field("members", &self.swim.num_members())
             .field("left", &self.left)
@@ -227,9 +226,8 @@ impl Node {
             panic!("Node::new with an invalid config: {e}");
         }
         let rng = Xoshiro256PlusPlus::seed_from_u64(rng_seed);
-        let swim = Swim::new(id.clone(), config.to_foca(), rng, SwimCodec);
+        let swim = Swim::new(id, config.to_foca(), rng, SwimCodec);
         Node {
-            id,
             config,
             now,
             swim,
@@ -379,7 +377,9 @@ impl Node {
                 if seeds.len() > SEEDS_MAX {
                     return Err(InputError::TooManySeeds(seeds.len()));
                 }
-                self.seeds = seeds.into_iter().filter(|&s| s != self.id.addr).collect();
+                let own = self.swim.identity().addr;
+                self.seeds = seeds.into_iter().filter(|&s| s != own).collect();
+                self.seeds.sort();
                 self.seeds.dedup();
                 self.announce_to_seeds();
             }
