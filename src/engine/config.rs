@@ -8,6 +8,8 @@
 use std::num::{NonZeroU8, NonZeroUsize};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use super::ring::VNODES_DEFAULT;
 
 /// The smallest `max_packet_size` accepted. Below this a SWIM packet cannot
@@ -20,16 +22,21 @@ pub const MAX_PACKET_SIZE_MIN: usize = 512;
 pub const MAX_PACKET_SIZE_MAX: usize = 1400;
 
 /// Tunables of one node's engine.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Serialized (e.g. in a netsim plan) with every duration in whole
+/// milliseconds, under the field name plus `_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Config {
     /// Time between two probes of a random member (SWIM protocol period).
     /// Default 1 s. Range 50 ms ..= 60 s. Shorter detects failures sooner and
     /// costs proportionally more packets; it must stay well above the
     /// network's round-trip time.
+    #[serde(rename = "probe_period_ms", with = "millis")]
     pub probe_period: Duration,
     /// How long a direct probe waits for its ack before asking others to
     /// probe indirectly. Default 500 ms. Must be below `probe_period`; too
     /// short on a slow network causes needless indirect probes.
+    #[serde(rename = "probe_rtt_ms", with = "millis")]
     pub probe_rtt: Duration,
     /// How many members are asked to probe a silent member indirectly.
     /// Default 3. Range 1 ..= 16. More lowers false suspicion under loss.
@@ -42,19 +49,24 @@ pub struct Config {
     /// How long a member stays Suspect before it is declared Down, unless it
     /// refutes. Default 4 s. Range ≥ `probe_period`. Shorter detects crashes
     /// sooner and raises false Down declarations under loss or pauses.
+    #[serde(rename = "suspect_to_down_after_ms", with = "millis")]
     pub suspect_to_down_after: Duration,
     /// How long a Down member is remembered (and shown as down) before it is
     /// forgotten. Default 1 h. Must be positive.
+    #[serde(rename = "remove_down_after_ms", with = "millis")]
     pub remove_down_after: Duration,
     /// Period of gossip rounds that push pending updates. Default 200 ms.
+    #[serde(rename = "gossip_period_ms", with = "millis")]
     pub gossip_period: Duration,
     /// Members each gossip round sends to. Default 3. Range 1 ..= 16.
     pub gossip_fanout: usize,
     /// Period of announcing ourselves to a random member, which repairs
     /// views that diverged. Default 30 s.
+    #[serde(rename = "announce_period_ms", with = "millis")]
     pub announce_period: Duration,
     /// Period of announcing ourselves to members we believe are Down, which
     /// is what re-merges the two sides of a healed partition. Default 10 s.
+    #[serde(rename = "announce_to_down_period_ms", with = "millis")]
     pub announce_to_down_period: Duration,
     /// Largest SWIM packet produced and accepted, in bytes. Default 1100,
     /// which fits the QUIC datagram size of a fresh connection (1162 bytes
@@ -64,6 +76,7 @@ pub struct Config {
     pub max_packet_size: usize,
     /// While a joining node has no members, it re-announces to its seeds
     /// this often. Default 1 s.
+    #[serde(rename = "join_retry_ms", with = "millis")]
     pub join_retry: Duration,
     /// Points each member places on the ring. Default 128. Range 1 ..= 4096.
     /// Fewer points balance load worse; more cost memory and build time.
@@ -196,6 +209,21 @@ impl Config {
     }
 }
 
+/// Durations as whole milliseconds in serialized configurations.
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
 /// A configuration value outside its range. Nothing was started.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid configuration: {field}: {reason}")]
@@ -224,6 +252,15 @@ mod tests {
         assert_eq!(c.validate().unwrap_err().field, "max_packet_size");
         let c = Config { vnodes: 0, ..Config::lan() };
         assert_eq!(c.validate().unwrap_err().field, "vnodes");
+    }
+
+    #[test]
+    fn serializes_durations_as_milliseconds() {
+        let json = serde_json::to_value(Config::lan()).unwrap();
+        assert_eq!(json["probe_period_ms"], 1000);
+        assert_eq!(json["max_packet_size"], 1100);
+        let back: Config = serde_json::from_value(json).unwrap();
+        assert_eq!(back, Config::lan());
     }
 
     #[test]

@@ -48,6 +48,9 @@ pub const TIMERS_MAX: usize = 1 << 20;
 /// with a zero delay are handled in the same input, up to this bound.
 pub const TIMERS_PER_TIMEOUT_MAX: usize = 4096;
 
+/// Most members one [`Command::LearnMembers`] may carry.
+pub const LEARN_MEMBERS_MAX: usize = 65_536;
+
 /// A client connection's request, identified by the driver. The driver maps
 /// it back to the stream the request came on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -91,6 +94,11 @@ pub enum Command {
     Join(Vec<SocketAddr>),
     /// Leave the cluster gracefully: tell the members, then stop.
     Leave,
+    /// Take these nodes as alive members without hearing from them first
+    /// (at most [`LEARN_MEMBERS_MAX`]): a member list from a state sync, or a
+    /// simulator starting a cluster that has already formed. Nothing is
+    /// gossiped about them; SWIM probes them from now on like any member.
+    LearnMembers(Vec<NodeId>),
 }
 
 /// Something the driver must do.
@@ -169,6 +177,9 @@ pub enum InputError {
     /// Too many seeds were given.
     #[error("{0} seeds given; at most {SEEDS_MAX} are accepted")]
     TooManySeeds(usize),
+    /// Too many members were given to learn.
+    #[error("{0} members given; at most {LEARN_MEMBERS_MAX} are accepted")]
+    TooManyMembers(usize),
     /// The node has left the cluster and takes no more input.
     #[error("the node has left the cluster")]
     Left,
@@ -384,6 +395,14 @@ impl Node {
                 self.announce_to_seeds();
             }
             Command::Leave => self.leave(),
+            Command::LearnMembers(members) => {
+                if members.len() > LEARN_MEMBERS_MAX {
+                    return Err(InputError::TooManyMembers(members.len()));
+                }
+                let updates = members.into_iter().map(foca::Member::alive);
+                let result = self.with_swim(|swim, effects| swim.apply_many(updates, false, effects));
+                result.map_err(|e| InputError::Swim(e.to_string()))?;
+            }
         }
         Ok(())
     }

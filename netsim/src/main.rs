@@ -1,0 +1,467 @@
+//! `netsim`: run custody's engine over a simulated faulty network.
+//!
+//! Exit codes: 0 every check held; 1 a safety check failed; 2 liveness not
+//! reached; 3 nondeterminism; 4 bad arguments.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use anyhow::{Context, Result, anyhow};
+use clap::{Parser, Subcommand, ValueEnum};
+use custody::Config;
+use netsim::plan::Plan;
+use netsim::report::{Report, Verdict};
+use netsim::scenario::{self, Params, SCENARIOS};
+use serde::Serialize;
+
+const EXIT_NONDETERMINISM: u8 = 3;
+const EXIT_BAD_ARGS: u8 = 4;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "netsim",
+    version,
+    about = "Deterministic simulation of a custody cluster: the real engine over a faulty virtual network.",
+    after_help = "Exit codes: 0 all checks held, 1 a safety check failed, 2 liveness not reached, \
+                  3 nondeterminism, 4 bad arguments.\n\
+                  Every run prints the command that replays it; `--json FILE` writes the report, \
+                  whose `fault_plan` replays with `netsim replay FILE`."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// List the scenarios.
+    List,
+    /// Run one scenario with one seed.
+    Run {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Write the JSON report here (`-` for standard output).
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
+    /// Run a scenario (or all) over a range of seeds.
+    Sweep {
+        /// A scenario name, or `all`.
+        #[arg(long)]
+        scenario: String,
+        /// Seeds, as `A..B` (B excluded) or `A..=B`.
+        #[arg(long, value_parser = parse_seeds)]
+        seeds: SeedRange,
+        #[command(flatten)]
+        size: SizeArgs,
+        /// Runs at once.
+        #[arg(long, default_value_t = 2)]
+        jobs: usize,
+        /// Write a JSON summary here (`-` for standard output).
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// Where to write the plans of failing runs.
+        #[arg(long, value_name = "DIR", default_value = "netsim-failures")]
+        save_failures: PathBuf,
+    },
+    /// Re-run a plan: a plan file, or a report written by `--json` (its `fault_plan`).
+    Replay {
+        /// The plan or report.
+        file: PathBuf,
+        /// Write the JSON report here (`-` for standard output).
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
+    /// Run a seed twice and compare the trace hashes.
+    CheckDeterminism {
+        #[command(flatten)]
+        run: RunArgs,
+    },
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct RunArgs {
+    /// The scenario (see `netsim list`).
+    #[arg(long)]
+    scenario: String,
+    /// The seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[command(flatten)]
+    size: SizeArgs,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct SizeArgs {
+    /// Nodes.
+    #[arg(long, default_value_t = 50)]
+    nodes: usize,
+    /// Simulated time: `120s`, `2m` or seconds.
+    #[arg(long, default_value = "120s", value_parser = parse_duration_s)]
+    duration: u64,
+    /// Membership timings of every node.
+    #[arg(long, value_enum, default_value_t = Profile::Lan)]
+    profile: Profile,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum Profile {
+    Lan,
+    Fast,
+}
+
+impl SizeArgs {
+    fn params(&self, seed: u64) -> Params {
+        let config = match self.profile {
+            Profile::Lan => Config::lan(),
+            Profile::Fast => Config::fast(),
+        };
+        Params { nodes: self.nodes, seed, duration_s: self.duration, config }
+    }
+
+    fn flags(&self) -> String {
+        let profile = match self.profile {
+            Profile::Lan => "",
+            Profile::Fast => " --profile fast",
+        };
+        format!("--nodes {} --duration {}s{profile}", self.nodes, self.duration)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct SeedRange {
+    start: u64,
+    end_inclusive: u64,
+}
+
+fn parse_seeds(s: &str) -> Result<SeedRange, String> {
+    let bad = || format!("{s:?} is not a seed range like 1..101 or 1..=100");
+    let (a, b, inclusive) = if let Some((a, b)) = s.split_once("..=") {
+        (a, b, true)
+    } else if let Some((a, b)) = s.split_once("..") {
+        (a, b, false)
+    } else {
+        return Err(bad());
+    };
+    let start: u64 = a.trim().parse().map_err(|_| bad())?;
+    let end: u64 = b.trim().parse().map_err(|_| bad())?;
+    let end_inclusive = if inclusive { end } else { end.checked_sub(1).ok_or_else(bad)? };
+    if end_inclusive < start {
+        return Err(format!("{s:?} is empty"));
+    }
+    Ok(SeedRange { start, end_inclusive })
+}
+
+fn parse_duration_s(s: &str) -> Result<u64, String> {
+    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = number.parse().map_err(|_| format!("{s:?} is not a duration like 120s or 2m"))?;
+    match unit {
+        "s" => Ok(n),
+        "m" => Ok(n * 60),
+        "h" => Ok(n * 3600),
+        _ => Err(format!("{s:?}: unit must be s, m or h")),
+    }
+}
+
+/// A bad argument, as opposed to a failing run.
+#[derive(Debug)]
+struct BadArgs(String);
+
+impl std::fmt::Display for BadArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadArgs {}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_BAD_ARGS } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_BAD_ARGS)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<u8> {
+    match cli.command {
+        Cmd::List => {
+            for s in SCENARIOS {
+                println!("{:<18} {} (≥ {} s)", s.name, s.about, s.min_duration_s);
+            }
+            Ok(0)
+        }
+        Cmd::Run { run, json } => {
+            let plan = make_plan(&run.scenario, &run.size, run.seed)?;
+            let report = netsim::run_plan(plan);
+            print_report(&report, &replay_command(&run));
+            write_json(json.as_deref(), &report)?;
+            Ok(report.verdict().exit_code())
+        }
+        Cmd::Replay { file, json } => {
+            let plan = read_plan(&file)?;
+            let report = netsim::run_plan(plan);
+            print_report(&report, &format!("netsim replay {}", file.display()));
+            write_json(json.as_deref(), &report)?;
+            Ok(report.verdict().exit_code())
+        }
+        Cmd::CheckDeterminism { run } => {
+            let plan = make_plan(&run.scenario, &run.size, run.seed)?;
+            let first = netsim::run_plan(plan.clone());
+            let second = netsim::run_plan(plan);
+            println!("run 1: trace {} ({} events)", first.trace_hash, first.events);
+            println!("run 2: trace {} ({} events)", second.trace_hash, second.events);
+            if first.trace_hash == second.trace_hash && first.events == second.events {
+                println!("deterministic");
+                Ok(0)
+            } else {
+                println!("NONDETERMINISTIC: the same plan gave two traces; replay: {}", replay_command(&run));
+                Ok(EXIT_NONDETERMINISM)
+            }
+        }
+        Cmd::Sweep { scenario, seeds, size, jobs, json, save_failures } => {
+            sweep(&scenario, seeds, &size, jobs, json.as_deref(), &save_failures)
+        }
+    }
+}
+
+fn make_plan(name: &str, size: &SizeArgs, seed: u64) -> Result<Plan> {
+    let scenario = scenario::find(name)
+        .ok_or_else(|| BadArgs(format!("no scenario named {name:?}; `netsim list` shows them")))?;
+    scenario.plan(&size.params(seed)).map_err(|e| anyhow!(BadArgs(e)))
+}
+
+fn replay_command(run: &RunArgs) -> String {
+    format!("netsim run --scenario {} --seed {} {}", run.scenario, run.seed, run.size.flags())
+}
+
+fn read_plan(file: &Path) -> Result<Plan> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
+    // A report carries its plan under `fault_plan`.
+    let plan_value = value.get("fault_plan").cloned().unwrap_or(value);
+    let plan: Plan = serde_json::from_value(plan_value)
+        .with_context(|| format!("{} is neither a plan nor a netsim report", file.display()))?;
+    plan.validate().map_err(|e| anyhow!(BadArgs(format!("{}: {e}", file.display()))))?;
+    Ok(plan)
+}
+
+fn write_json(path: Option<&Path>, value: &impl Serialize) -> Result<()> {
+    let Some(path) = path else { return Ok(()) };
+    let text = serde_json::to_string_pretty(value)?;
+    if path == Path::new("-") {
+        println!("{text}");
+    } else {
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn print_report(report: &Report, replay: &str) {
+    println!(
+        "{} seed {} n={} {:.0}s simulated: {} ({} events in {} ms, {:.0}/s, trace {})",
+        report.scenario,
+        report.seed,
+        report.nodes,
+        report.sim_seconds,
+        report.result.to_uppercase(),
+        report.events,
+        report.wall_ms,
+        report.events_per_sec,
+        report.trace_hash
+    );
+    let m = &report.membership;
+    let converge = m.converge_ms.map_or("never".to_string(), |ms| format!("{ms} ms"));
+    println!(
+        "  membership: {} up, {} down, {} false downs ({} at high loss), converged {converge} after the last fault",
+        m.member_up, m.member_down, m.false_suspicions, m.false_suspicions_at_high_loss
+    );
+    let f = &report.faults_injected;
+    println!(
+        "  injected: {} dropped, {} duplicated, {} reordered, {} partition-dropped, {} stream frames reset, {} crashes, {} pauses",
+        f.dropped, f.duplicated, f.reordered, f.partition_dropped, f.stream_reset_dropped, f.crashes, f.pauses
+    );
+    for check in &report.checks {
+        println!("  [{}] {}: {}", if check.ok { " ok " } else { "FAIL" }, check.name, check.detail);
+    }
+    if report.verdict() != Verdict::Pass {
+        println!("  replay: {replay}");
+    }
+}
+
+#[derive(Serialize)]
+struct SweepLine {
+    scenario: String,
+    seed: u64,
+    result: String,
+    trace_hash: String,
+    wall_ms: u64,
+    converge_ms: Option<u64>,
+    false_suspicions: u64,
+    first_failure: Option<String>,
+    replay: Option<String>,
+}
+
+#[derive(Serialize)]
+struct SweepSummary {
+    nodes: usize,
+    duration_s: u64,
+    runs: Vec<SweepLine>,
+    total: usize,
+    passed: usize,
+    failed: usize,
+}
+
+fn sweep(
+    name: &str,
+    seeds: SeedRange,
+    size: &SizeArgs,
+    jobs: usize,
+    json: Option<&Path>,
+    save_failures: &Path,
+) -> Result<u8> {
+    let scenarios: Vec<&scenario::Scenario> = if name == "all" {
+        SCENARIOS.iter().collect()
+    } else {
+        vec![scenario::find(name).ok_or_else(|| BadArgs(format!("no scenario named {name:?}; `netsim list`")))?]
+    };
+    let mut work = Vec::new();
+    for s in &scenarios {
+        for seed in seeds.start..=seeds.end_inclusive {
+            let plan = s.plan(&size.params(seed)).map_err(|e| anyhow!(BadArgs(e)))?;
+            work.push((s.name, seed, plan));
+        }
+    }
+    let progress = indicatif::ProgressBar::new(work.len() as u64);
+    if !std::io::stderr().is_terminal() {
+        progress.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} runs, {elapsed} elapsed, ~{eta} left {msg}")
+            .expect("a valid template"),
+    );
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Report>>> = Mutex::new((0..work.len()).map(|_| None).collect());
+    let failures = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.clamp(1, 64) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((_, _, plan)) = work.get(i) else { break };
+                    let report = netsim::run_plan(plan.clone());
+                    if report.verdict() != Verdict::Pass {
+                        let failed = failures.fetch_add(1, Ordering::Relaxed) + 1;
+                        progress.set_message(format!("({failed} failed)"));
+                    }
+                    results.lock().expect("no worker panicked")[i] = Some(report);
+                    progress.inc(1);
+                }
+            });
+        }
+    });
+    progress.finish_and_clear();
+
+    let reports: Vec<Report> =
+        results.into_inner().expect("no worker panicked").into_iter().map(|r| r.expect("every run ran")).collect();
+    let mut lines = Vec::new();
+    let mut worst = Verdict::Pass;
+    for report in &reports {
+        let verdict = report.verdict();
+        worst = worst.max(verdict);
+        let replay = if verdict == Verdict::Pass {
+            None
+        } else {
+            std::fs::create_dir_all(save_failures)
+                .with_context(|| format!("creating {}", save_failures.display()))?;
+            let path = save_failures.join(format!("{}-seed{}.json", report.scenario, report.seed));
+            write_json(Some(&path), &report.fault_plan)?;
+            let command = format!("netsim replay {}", path.display());
+            println!(
+                "FAIL {} seed {}: {} — {command}",
+                report.scenario,
+                report.seed,
+                report.first_failure().map_or("", |c| c.detail.as_str())
+            );
+            Some(command)
+        };
+        lines.push(SweepLine {
+            scenario: report.scenario.clone(),
+            seed: report.seed,
+            result: report.result.clone(),
+            trace_hash: report.trace_hash.clone(),
+            wall_ms: report.wall_ms,
+            converge_ms: report.membership.converge_ms,
+            false_suspicions: report.membership.false_suspicions,
+            first_failure: report.first_failure().map(|c| format!("{}: {}", c.name, c.detail)),
+            replay,
+        });
+    }
+    for s in &scenarios {
+        let mine: Vec<&Report> = reports.iter().filter(|r| r.scenario == s.name).collect();
+        let passed = mine.iter().filter(|r| r.verdict() == Verdict::Pass).count();
+        let converge: Vec<u64> = mine.iter().filter_map(|r| r.membership.converge_ms).collect();
+        let worst_converge = converge.iter().max().map_or("-".into(), |ms| format!("{ms} ms"));
+        let false_downs: u64 = mine.iter().map(|r| r.membership.false_suspicions).sum();
+        let wall: u64 = mine.iter().map(|r| r.wall_ms).sum();
+        println!(
+            "{:<18} {passed}/{} passed; slowest convergence {worst_converge}; {false_downs} false downs; {wall} ms wall",
+            s.name,
+            mine.len()
+        );
+    }
+    let passed = reports.iter().filter(|r| r.verdict() == Verdict::Pass).count();
+    let summary = SweepSummary {
+        nodes: size.nodes,
+        duration_s: size.duration,
+        total: reports.len(),
+        passed,
+        failed: reports.len() - passed,
+        runs: lines,
+    };
+    println!("{} runs: {} passed, {} failed", summary.total, summary.passed, summary.failed);
+    write_json(json, &summary)?;
+    Ok(worst.exit_code())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn seed_ranges_and_durations_parse() {
+        let r = parse_seeds("1..101").unwrap();
+        assert_eq!((r.start, r.end_inclusive), (1, 100));
+        let r = parse_seeds("5..=5").unwrap();
+        assert_eq!((r.start, r.end_inclusive), (5, 5));
+        assert!(parse_seeds("5..5").is_err());
+        assert!(parse_seeds("x").is_err());
+        assert_eq!(parse_duration_s("120s"), Ok(120));
+        assert_eq!(parse_duration_s("2m"), Ok(120));
+        assert_eq!(parse_duration_s("90"), Ok(90));
+        assert!(parse_duration_s("5 days").is_err());
+    }
+}

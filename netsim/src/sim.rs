@@ -1,0 +1,759 @@
+//! The discrete-event simulator: engine nodes over a virtual network and
+//! virtual clocks.
+//!
+//! One thread, one heap of events ordered by (true time, sequence number).
+//! Events are deliveries, node wake-ups at the node's `poll_timeout`, the
+//! plan's faults and convergence samples. Each node sees its own clock
+//! (`offset + t·(1 + drift)`); the heap runs on true time. Every random draw
+//! comes from one generator seeded by the plan, so a plan decides its run.
+//!
+//! The network models the transport contract of the real runtime:
+//! datagrams (SWIM) are lossy, duplicated, delayed and reordered per link;
+//! stream frames are ordered per directed connection and lost as a whole
+//! when the connection resets (a crash of either end, a partition between
+//! them, or the engine closing it).
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::net::{Ipv4Addr, SocketAddr};
+
+use custody::engine::{Command, Event, Input, Instant, Node, NodeId, Output};
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+
+use crate::plan::{ClockSpec, Fault, Latency, LinkModel, Plan};
+use crate::report::{Check, CheckKind, FaultsInjected, Membership, Report, Traffic};
+
+/// How often, in simulated time, convergence is checked after the last
+/// fault.
+pub const SAMPLE_PERIOD_US: u64 = 100_000;
+
+/// Port every simulated node listens on; node `i` is `127.1.(i/256).(i%256)`.
+const SIM_PORT: u16 = 7000;
+
+/// The address of simulated node `i`.
+pub fn node_addr(i: usize) -> SocketAddr {
+    assert!(i < 65_536, "node index {i} out of range");
+    SocketAddr::from((Ipv4Addr::new(127, 1, (i >> 8) as u8, (i & 0xff) as u8), SIM_PORT))
+}
+
+/// The index of the simulated node at `addr`, if it is one.
+pub fn node_index(addr: SocketAddr) -> Option<usize> {
+    match addr {
+        SocketAddr::V4(v4) if v4.port() == SIM_PORT && v4.ip().octets()[..2] == [127, 1] => {
+            let [_, _, hi, lo] = v4.ip().octets();
+            Some(usize::from(hi) << 8 | usize::from(lo))
+        }
+        _ => None,
+    }
+}
+
+/// SplitMix64: spreads a seed into independent-looking seeds.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// FNV-1a, 64 bits: a stable hash of the trace (no std hasher, whose output
+/// may change between Rust versions).
+#[derive(Debug, Clone, Copy)]
+struct TraceHash(u64);
+
+impl TraceHash {
+    fn new() -> TraceHash {
+        TraceHash(0xcbf2_9ce4_8422_2325)
+    }
+    fn bytes(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    fn u64(&mut self, x: u64) {
+        self.bytes(&x.to_le_bytes());
+    }
+}
+
+enum Ev {
+    Datagram { from: usize, to: usize, bytes: Vec<u8> },
+    Frame { from: usize, to: usize, conn: u64, bytes: Vec<u8> },
+    Wake { node: usize, generation: u64 },
+    Fault(usize),
+    Sample,
+}
+
+struct Entry {
+    at: u64,
+    seq: u64,
+    ev: Ev,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Entry {
+    /// Reversed: `BinaryHeap` is a max-heap and the earliest must come first.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+/// A node's clock.
+#[derive(Debug, Clone, Copy)]
+struct Clock(ClockSpec);
+
+impl Clock {
+    /// Local microseconds at true time `t`.
+    fn local(self, t: u64) -> u64 {
+        let skew = i128::from(t) * i128::from(self.0.drift_ppm) / 1_000_000;
+        u64::try_from((i128::from(self.0.offset_us) + i128::from(t) + skew).max(0)).unwrap_or(u64::MAX)
+    }
+
+    /// The earliest true time at which the local clock reads at least
+    /// `local`.
+    fn true_time(self, local: u64) -> u64 {
+        let since = i128::from(local) - i128::from(self.0.offset_us);
+        if since <= 0 {
+            return 0;
+        }
+        let rate = 1_000_000 + i128::from(self.0.drift_ppm);
+        let mut t = u64::try_from((since * 1_000_000 + rate - 1) / rate).unwrap_or(u64::MAX);
+        while self.local(t) < local {
+            t += 1;
+        }
+        while t > 0 && self.local(t - 1) >= local {
+            t -= 1;
+        }
+        t
+    }
+}
+
+struct SimNode {
+    engine: Option<Node>,
+    /// The incarnation of the running life (or of the last one).
+    incarnation: u64,
+    clock: Clock,
+    paused: bool,
+    held: Vec<Ev>,
+    wake_gen: u64,
+    wake_at: Option<u64>,
+    /// The node's view: live members other than itself, by index, with the
+    /// incarnation it knows.
+    view: BTreeMap<usize, u64>,
+}
+
+/// A directed stream connection's state.
+#[derive(Debug, Default, Clone, Copy)]
+struct Conn {
+    /// Bumped when the connection resets; frames of an older one are lost.
+    generation: u64,
+    /// When the last frame sent on it arrives (frames arrive in order).
+    last_arrival: u64,
+}
+
+struct Partition {
+    /// Per node: 0 not involved, 1 side a, 2 side b.
+    side: Vec<u8>,
+    oneway: bool,
+}
+
+/// One simulation run.
+pub struct Sim {
+    plan: Plan,
+    now: u64,
+    end: u64,
+    seq: u64,
+    queue: BinaryHeap<Entry>,
+    nodes: Vec<SimNode>,
+    rng: Xoshiro256PlusPlus,
+    net: LinkModel,
+    links: BTreeMap<(usize, usize), LinkModel>,
+    partitions: Vec<Partition>,
+    conns: BTreeMap<(usize, usize), Conn>,
+    hash: TraceHash,
+    events: u64,
+    injected: FaultsInjected,
+    membership: Membership,
+    traffic: Traffic,
+    /// Per node: until when Down declarations about it, or by it, are
+    /// excused (it was paused or cut off, and suspicion takes a while to
+    /// clear).
+    excused_until: Vec<u64>,
+    /// Until when the network counts as lossy beyond the no-false-down
+    /// limit.
+    high_loss_until: u64,
+    grace_us: u64,
+    converged_at: Option<u64>,
+    outputs: Vec<Output>,
+}
+
+impl Sim {
+    /// Sets up a run of `plan`.
+    ///
+    /// # Panics
+    /// If the plan is invalid: check it with [`Plan::validate`] first.
+    pub fn new(plan: Plan) -> Sim {
+        if let Err(e) = plan.validate() {
+            panic!("invalid plan: {e}");
+        }
+        let grace = plan.config.suspect_to_down_after + plan.config.probe_period * 4;
+        let nodes = plan
+            .clocks
+            .iter()
+            .map(|&spec| SimNode {
+                engine: None,
+                incarnation: 0,
+                clock: Clock(spec),
+                paused: false,
+                held: Vec::new(),
+                wake_gen: 0,
+                wake_at: None,
+                view: BTreeMap::new(),
+            })
+            .collect();
+        let links = plan.net.links.iter().map(|l| ((l.from, l.to), l.model)).collect();
+        let mut sim = Sim {
+            now: 0,
+            end: plan.duration_ms * 1000,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            nodes,
+            rng: Xoshiro256PlusPlus::seed_from_u64(mix(plan.seed)),
+            net: plan.net.default,
+            links,
+            partitions: Vec::new(),
+            conns: BTreeMap::new(),
+            hash: TraceHash::new(),
+            events: 0,
+            injected: FaultsInjected::default(),
+            membership: Membership::default(),
+            traffic: Traffic::default(),
+            excused_until: vec![0; plan.nodes],
+            high_loss_until: 0,
+            grace_us: u64::try_from(grace.as_micros()).unwrap_or(u64::MAX),
+            converged_at: None,
+            outputs: Vec::new(),
+            plan,
+        };
+        if sim.net.loss > sim.plan.expect.no_false_down_at_loss_max {
+            sim.high_loss_until = u64::MAX;
+        }
+        sim
+    }
+
+    /// Runs the plan to its end and reports. `wall_ms` is the caller's
+    /// measurement of how long it took (the simulation reads no clock).
+    pub fn run(mut self) -> Finished {
+        let formed: Vec<NodeId> = (0..self.plan.formed).map(|i| self.identity(i, 1)).collect();
+        for (i, id) in formed.iter().enumerate() {
+            self.start_node(i, id.clone());
+            let others = formed.iter().filter(|o| o.addr != id.addr).cloned().collect();
+            self.input(i, Input::Command(Command::LearnMembers(others)));
+        }
+        for i in 0..self.plan.faults.len() {
+            let at = self.plan.faults[i].at_ms * 1000;
+            self.push(at, Ev::Fault(i));
+        }
+        self.push(self.plan.settle_at_ms() * 1000, Ev::Sample);
+
+        while let Some(entry) = self.queue.pop() {
+            if entry.at > self.end {
+                break;
+            }
+            self.now = entry.at;
+            self.events += 1;
+            match entry.ev {
+                Ev::Datagram { from, to, bytes } => self.deliver_datagram(from, to, bytes),
+                Ev::Frame { from, to, conn, bytes } => self.deliver_frame(from, to, conn, bytes),
+                Ev::Wake { node, generation } => {
+                    let n = &mut self.nodes[node];
+                    if n.wake_gen == generation && !n.paused {
+                        n.wake_at = None;
+                        self.input(node, Input::Timeout);
+                    }
+                }
+                Ev::Fault(i) => self.apply_fault(i),
+                Ev::Sample => self.sample(),
+            }
+        }
+        self.now = self.end;
+        Finished { sim: self }
+    }
+
+    fn identity(&self, i: usize, incarnation: u64) -> NodeId {
+        NodeId::new(node_addr(i), incarnation, &format!("n{i}"))
+    }
+
+    fn push(&mut self, at: u64, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Entry { at, seq: self.seq, ev });
+    }
+
+    fn running(&self, i: usize) -> bool {
+        self.nodes[i].engine.is_some()
+    }
+
+    fn start_node(&mut self, i: usize, id: NodeId) {
+        let node = &mut self.nodes[i];
+        let local = node.clock.local(self.now);
+        node.incarnation = id.incarnation;
+        let seed = mix(self.plan.seed ^ mix(i as u64) ^ mix(id.incarnation.rotate_left(32)));
+        node.engine = Some(Node::new(id, self.plan.config.clone(), seed, Instant::from_micros(local)));
+        node.view.clear();
+        node.paused = false;
+        node.held.clear();
+    }
+
+    /// Feeds one input to node `i` and carries out its outputs.
+    fn input(&mut self, i: usize, input: Input) {
+        let node = &mut self.nodes[i];
+        let Some(engine) = node.engine.as_mut() else { return };
+        let local = Instant::from_micros(node.clock.local(self.now));
+        // A rejected input is counted by the engine; the simulation goes on.
+        let _ = engine.handle(local, input);
+        while let Some(output) = engine.poll_output() {
+            self.outputs.push(output);
+        }
+        let mut outputs = std::mem::take(&mut self.outputs);
+        let mut left = false;
+        for output in outputs.drain(..) {
+            left |= output == Output::Event(Event::Left);
+            self.carry_out(i, output);
+        }
+        self.outputs = outputs;
+        if left {
+            self.stop_node(i);
+        }
+        self.reschedule(i);
+    }
+
+    fn reschedule(&mut self, i: usize) {
+        let now = self.now;
+        let node = &mut self.nodes[i];
+        let want = match &node.engine {
+            Some(engine) if !node.paused => engine.poll_timeout().map(|t| node.clock.true_time(t.as_micros()).max(now)),
+            _ => None,
+        };
+        if want != node.wake_at {
+            node.wake_gen += 1;
+            node.wake_at = want;
+            if let Some(at) = want {
+                let generation = node.wake_gen;
+                self.push(at, Ev::Wake { node: i, generation });
+            }
+        }
+    }
+
+    fn link(&self, from: usize, to: usize) -> LinkModel {
+        self.links.get(&(from, to)).copied().unwrap_or(self.net)
+    }
+
+    fn latency(&mut self, model: &LinkModel) -> u64 {
+        match model.latency {
+            Latency::Fixed { us } => us,
+            Latency::Uniform { min_us, max_us } => self.rng.random_range(min_us..=max_us),
+            Latency::LogNormal { median_us, sigma, spike_prob, spike_factor } => {
+                // Box–Muller for one standard normal draw.
+                let u1: f64 = self.rng.random::<f64>().max(f64::MIN_POSITIVE);
+                let u2: f64 = self.rng.random();
+                let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+                let mut us = median_us as f64 * (sigma * z).exp();
+                if self.rng.random_bool(spike_prob) {
+                    us *= spike_factor;
+                }
+                us.clamp(1.0, 60e6) as u64
+            }
+        }
+    }
+
+    fn blocked(&self, from: usize, to: usize) -> bool {
+        self.partitions.iter().any(|p| {
+            let (s, d) = (p.side[from], p.side[to]);
+            (s == 1 && d == 2) || (!p.oneway && s == 2 && d == 1)
+        })
+    }
+
+    fn carry_out(&mut self, i: usize, output: Output) {
+        self.hash.u64(self.now);
+        self.hash.u64(i as u64);
+        match output {
+            Output::Datagram { to, bytes } => {
+                self.hash.bytes(&[1]);
+                self.hash.bytes(&bytes);
+                self.traffic.datagrams += 1;
+                self.traffic.datagram_bytes += bytes.len() as u64;
+                let Some(to) = node_index(to).filter(|&t| t < self.nodes.len()) else { return };
+                let model = self.link(i, to);
+                if model.loss > 0.0 && self.rng.random_bool(model.loss) {
+                    self.injected.dropped += 1;
+                    return;
+                }
+                if model.duplicate > 0.0 && self.rng.random_bool(model.duplicate) {
+                    self.injected.duplicated += 1;
+                    let at = self.now + self.latency(&model);
+                    self.push(at, Ev::Datagram { from: i, to, bytes: bytes.clone() });
+                }
+                let mut delay = self.latency(&model);
+                if model.reorder > 0.0 && self.rng.random_bool(model.reorder) {
+                    self.injected.reordered += 1;
+                    delay += self.rng.random_range(0..=delay.saturating_mul(10));
+                }
+                self.push(self.now + delay, Ev::Datagram { from: i, to, bytes });
+            }
+            Output::PeerFrame { to, bytes } => {
+                self.hash.bytes(&[2]);
+                self.hash.bytes(&bytes);
+                self.traffic.frames += 1;
+                let Some(to) = node_index(to).filter(|&t| t < self.nodes.len()) else { return };
+                if self.blocked(i, to) {
+                    self.reset_conn(i, to);
+                    self.injected.stream_reset_dropped += 1;
+                    return;
+                }
+                let model = self.link(i, to);
+                let arrival = self.now + self.latency(&model);
+                let conn = self.conns.entry((i, to)).or_default();
+                conn.last_arrival = conn.last_arrival.max(arrival);
+                let (at, generation) = (conn.last_arrival, conn.generation);
+                self.push(at, Ev::Frame { from: i, to, conn: generation, bytes });
+            }
+            Output::Reply { client, bytes } => {
+                self.hash.bytes(&[3]);
+                self.hash.u64(client.0);
+                self.hash.bytes(&bytes);
+            }
+            Output::ClosePeer(addr) => {
+                self.hash.bytes(&[4]);
+                if let Some(peer) = node_index(addr).filter(|&p| p < self.nodes.len()) {
+                    self.hash.u64(peer as u64);
+                    self.reset_conn(i, peer);
+                }
+            }
+            Output::Event(event) => {
+                self.hash.bytes(&[5]);
+                self.observe(i, event);
+            }
+        }
+    }
+
+    /// Resets the stream connections between two nodes, both directions.
+    fn reset_conn(&mut self, a: usize, b: usize) {
+        for key in [(a, b), (b, a)] {
+            if let Some(conn) = self.conns.get_mut(&key) {
+                conn.generation += 1;
+                conn.last_arrival = 0;
+            }
+        }
+    }
+
+    fn observe(&mut self, observer: usize, event: Event) {
+        let hash_id = |hash: &mut TraceHash, id: &NodeId| {
+            hash.u64(node_index(id.addr).unwrap_or(usize::MAX) as u64);
+            hash.u64(id.incarnation);
+        };
+        match event {
+            Event::MemberUp(id) => {
+                self.hash.bytes(&[1]);
+                hash_id(&mut self.hash, &id);
+                self.membership.member_up += 1;
+                if let Some(subject) = node_index(id.addr) {
+                    self.nodes[observer].view.insert(subject, id.incarnation);
+                }
+            }
+            Event::MemberDown(id) => {
+                self.hash.bytes(&[2]);
+                hash_id(&mut self.hash, &id);
+                self.membership.member_down += 1;
+                let Some(subject) = node_index(id.addr) else { return };
+                let view = &mut self.nodes[observer].view;
+                if view.get(&subject) == Some(&id.incarnation) {
+                    view.remove(&subject);
+                }
+                let this_life_is_up = self.running(subject)
+                    && self.nodes[subject].incarnation == id.incarnation
+                    && !self.nodes[subject].paused;
+                let excused = self.now < self.excused_until[subject] || self.now < self.excused_until[observer];
+                if this_life_is_up && !excused {
+                    self.membership.false_suspicions += 1;
+                    if self.now < self.high_loss_until {
+                        self.membership.false_suspicions_at_high_loss += 1;
+                    }
+                }
+            }
+            Event::MemberRenamed { old, new } => {
+                self.hash.bytes(&[3]);
+                hash_id(&mut self.hash, &old);
+                hash_id(&mut self.hash, &new);
+                if let Some(subject) = node_index(new.addr) {
+                    let view = &mut self.nodes[observer].view;
+                    if view.get(&subject) == Some(&old.incarnation) {
+                        view.insert(subject, new.incarnation);
+                    }
+                }
+            }
+            Event::Rejoined(id) => {
+                self.hash.bytes(&[4]);
+                hash_id(&mut self.hash, &id);
+                self.nodes[observer].incarnation = id.incarnation;
+            }
+            Event::Joined => self.hash.bytes(&[5]),
+            Event::Isolated => self.hash.bytes(&[6]),
+            Event::Left => self.hash.bytes(&[7]),
+        }
+    }
+
+    fn deliver_datagram(&mut self, from: usize, to: usize, bytes: Vec<u8>) {
+        if !self.running(to) {
+            return;
+        }
+        if self.blocked(from, to) {
+            self.injected.partition_dropped += 1;
+            return;
+        }
+        if self.nodes[to].paused {
+            self.nodes[to].held.push(Ev::Datagram { from, to, bytes });
+            return;
+        }
+        self.input(to, Input::Datagram { from: node_addr(from), bytes });
+    }
+
+    fn deliver_frame(&mut self, from: usize, to: usize, conn: u64, bytes: Vec<u8>) {
+        if !self.running(to) || self.conns.get(&(from, to)).is_none_or(|c| c.generation != conn) {
+            self.injected.stream_reset_dropped += 1;
+            return;
+        }
+        if self.blocked(from, to) {
+            self.reset_conn(from, to);
+            self.injected.stream_reset_dropped += 1;
+            return;
+        }
+        if self.nodes[to].paused {
+            self.nodes[to].held.push(Ev::Frame { from, to, conn, bytes });
+            return;
+        }
+        self.input(to, Input::PeerFrame { from: node_addr(from), bytes });
+    }
+
+    fn stop_node(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        node.engine = None;
+        node.view.clear();
+        node.held.clear();
+        node.paused = false;
+        node.wake_gen += 1;
+        node.wake_at = None;
+        let peers: Vec<usize> = self.conns.keys().filter(|&&(a, b)| a == i || b == i).map(|&(a, b)| a + b - i).collect();
+        for peer in peers {
+            self.reset_conn(i, peer);
+        }
+    }
+
+    fn apply_fault(&mut self, index: usize) {
+        let fault = self.plan.faults[index].fault.clone();
+        self.hash.u64(self.now);
+        self.hash.bytes(b"fault");
+        self.hash.u64(index as u64);
+        match fault {
+            Fault::Crash { node } => {
+                if self.running(node) {
+                    self.injected.crashes += 1;
+                    self.stop_node(node);
+                }
+            }
+            Fault::Restart { node, seeds } | Fault::Join { node, seeds } => {
+                if self.running(node) {
+                    return;
+                }
+                let id = self.identity(node, self.nodes[node].incarnation + 1);
+                self.start_node(node, id);
+                let seeds = seeds.into_iter().map(node_addr).collect();
+                self.input(node, Input::Command(Command::Join(seeds)));
+            }
+            Fault::Leave { node } => self.input(node, Input::Command(Command::Leave)),
+            Fault::Pause { node } => {
+                if self.running(node) && !self.nodes[node].paused {
+                    self.injected.pauses += 1;
+                    self.nodes[node].paused = true;
+                    self.excused_until[node] = u64::MAX;
+                    self.reschedule(node);
+                }
+            }
+            Fault::Resume { node } => {
+                if self.nodes[node].paused {
+                    self.nodes[node].paused = false;
+                    self.excused_until[node] = self.now + self.grace_us;
+                    let held = std::mem::take(&mut self.nodes[node].held);
+                    for ev in held {
+                        self.push(self.now, ev);
+                    }
+                    self.reschedule(node);
+                }
+            }
+            Fault::Partition { a, b, oneway } => {
+                let mut side = vec![0u8; self.nodes.len()];
+                for &n in &a {
+                    side[n] = 1;
+                }
+                for &n in &b {
+                    side[n] = 2;
+                }
+                for &n in a.iter().chain(&b) {
+                    self.excused_until[n] = u64::MAX;
+                }
+                self.partitions.push(Partition { side, oneway });
+                let cut: Vec<(usize, usize)> =
+                    self.conns.keys().copied().filter(|&(s, d)| self.blocked(s, d)).collect();
+                for (s, d) in cut {
+                    self.reset_conn(s, d);
+                }
+            }
+            Fault::Heal => {
+                self.partitions.clear();
+                let until = self.now + self.grace_us;
+                for (i, excused) in self.excused_until.iter_mut().enumerate() {
+                    if *excused == u64::MAX && !self.nodes[i].paused {
+                        *excused = until;
+                    }
+                }
+            }
+            Fault::SetNet { net } => {
+                let limit = self.plan.expect.no_false_down_at_loss_max;
+                let was_high = self.net.loss > limit;
+                self.net = net;
+                if net.loss > limit {
+                    self.high_loss_until = u64::MAX;
+                } else if was_high {
+                    self.high_loss_until = self.now + self.grace_us;
+                }
+            }
+        }
+    }
+
+    /// Whether every running node's view is the true membership: every
+    /// other running node, at its current incarnation.
+    fn converged(&self) -> bool {
+        let running: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.running(i)).collect();
+        running.iter().all(|&o| {
+            let view = &self.nodes[o].view;
+            view.len() + 1 == running.len()
+                && view.iter().all(|(&s, &inc)| self.running(s) && self.nodes[s].incarnation == inc)
+        })
+    }
+
+    fn sample(&mut self) {
+        if self.converged() {
+            self.converged_at = Some(self.now);
+        } else if self.now + SAMPLE_PERIOD_US <= self.end {
+            self.push(self.now + SAMPLE_PERIOD_US, Ev::Sample);
+        }
+    }
+}
+
+/// A run that has reached its end, ready to report.
+pub struct Finished {
+    sim: Sim,
+}
+
+impl Finished {
+    /// The report. `wall_ms` is the wall-clock time the run took, measured
+    /// by the caller.
+    pub fn report(self, wall_ms: u64) -> Report {
+        let sim = self.sim;
+        let settle = sim.plan.settle_at_ms() * 1000;
+        let mut membership = sim.membership;
+        membership.converge_ms = sim.converged_at.map(|t| (t - settle) / 1000);
+        let limit_ms = sim.plan.expect.converge_within_ms;
+        let converge = Check {
+            name: "membership converges after the last fault".into(),
+            ok: membership.converge_ms.is_some_and(|ms| ms <= limit_ms),
+            kind: CheckKind::Liveness,
+            detail: match membership.converge_ms {
+                Some(ms) => format!("every running node saw the true membership {ms} ms after the last fault (limit {limit_ms} ms)"),
+                None => format!("not converged by the end, {} ms after the last fault", (sim.end - settle) / 1000),
+            },
+        };
+        let stays = sim.converged();
+        let still = Check {
+            name: "membership is still converged at the end".into(),
+            ok: stays,
+            kind: CheckKind::Liveness,
+            detail: if stays { "views equal the true membership".into() } else { "some view differs at the end".into() },
+        };
+        let low_loss_false = membership.false_suspicions - membership.false_suspicions_at_high_loss;
+        let loss_max = sim.plan.expect.no_false_down_at_loss_max;
+        let no_false = Check {
+            name: format!("no false down declaration at loss ≤ {}%", loss_max * 100.0),
+            ok: low_loss_false == 0,
+            kind: CheckKind::Safety,
+            detail: format!(
+                "{low_loss_false} false down declarations at low loss; {} at higher loss (reported only)",
+                membership.false_suspicions_at_high_loss
+            ),
+        };
+        let checks = vec![converge, still, no_false];
+        let sim_seconds = sim.end as f64 / 1e6;
+        let mut report = Report {
+            scenario: sim.plan.scenario.clone(),
+            seed: sim.plan.seed,
+            nodes: sim.plan.nodes,
+            sim_seconds,
+            wall_ms,
+            events: sim.events,
+            events_per_sec: sim.events as f64 / (wall_ms.max(1) as f64 / 1000.0),
+            faults_injected: sim.injected,
+            membership,
+            traffic: sim.traffic,
+            checks,
+            result: String::new(),
+            trace_hash: format!("{:016x}", sim.hash.0),
+            fault_plan: sim.plan,
+        };
+        report.result = if report.first_failure().is_none() { "pass" } else { "fail" }.into();
+        report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_round_trip() {
+        for i in [0, 1, 255, 256, 4095, 65_535] {
+            assert_eq!(node_index(node_addr(i)), Some(i));
+        }
+        assert_eq!(node_index("127.0.0.1:7000".parse().unwrap()), None);
+        assert_eq!(node_index("127.1.0.1:7001".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn clock_inverse_is_the_earliest_true_time() {
+        for drift_ppm in [-500_000, -1000, 0, 1, 999, 250_000] {
+            let clock = Clock(ClockSpec { offset_us: 5_000, drift_ppm });
+            for local in [0, 4_999, 5_000, 5_001, 1_000_000, 123_456_789] {
+                let t = clock.true_time(local);
+                assert!(clock.local(t) >= local || local < 5_000, "drift {drift_ppm} local {local}");
+                assert!(t == 0 || clock.local(t - 1) < local, "drift {drift_ppm} local {local}: not the earliest");
+            }
+        }
+    }
+
+    #[test]
+    fn heap_pops_in_time_then_sequence_order() {
+        let mut heap = BinaryHeap::new();
+        for (at, seq) in [(5, 1), (3, 2), (5, 0), (3, 3)] {
+            heap.push(Entry { at, seq, ev: Ev::Sample });
+        }
+        let order: Vec<(u64, u64)> = std::iter::from_fn(|| heap.pop().map(|e| (e.at, e.seq))).collect();
+        assert_eq!(order, vec![(3, 2), (3, 3), (5, 0), (5, 1)]);
+    }
+}
