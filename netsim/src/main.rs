@@ -105,6 +105,11 @@ struct SizeArgs {
     /// Membership timings of every node.
     #[arg(long, value_enum, default_value_t = Profile::Lan)]
     profile: Profile,
+    /// Override one engine configuration field, e.g. `--set max_transmissions=15`
+    /// or `--set announce_to_down_period_ms=5000` (repeatable; names as in the
+    /// report's `fault_plan.config`).
+    #[arg(long = "set", value_name = "FIELD=VALUE")]
+    overrides: Vec<String>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -114,22 +119,43 @@ enum Profile {
 }
 
 impl SizeArgs {
-    fn params(&self, seed: u64) -> Params {
+    fn params(&self, seed: u64) -> Result<Params> {
         let config = match self.profile {
             Profile::Lan => Config::lan(),
             Profile::Fast => Config::fast(),
         };
-        Params { nodes: self.nodes, seed, duration_s: self.duration, config }
+        let config = apply_overrides(config, &self.overrides).map_err(|e| anyhow!(BadArgs(e)))?;
+        Ok(Params { nodes: self.nodes, seed, duration_s: self.duration, config })
     }
 
     fn flags(&self) -> String {
-        let profile = match self.profile {
-            Profile::Lan => "",
-            Profile::Fast => " --profile fast",
-        };
-        format!("--nodes {} --duration {}s{profile}", self.nodes, self.duration)
+        let mut flags = format!("--nodes {} --duration {}s", self.nodes, self.duration);
+        if let Profile::Fast = self.profile {
+            flags.push_str(" --profile fast");
+        }
+        for o in &self.overrides {
+            flags.push_str(&format!(" --set {o}"));
+        }
+        flags
     }
 }
+
+/// Applies `FIELD=VALUE` overrides to a configuration, through its JSON form.
+fn apply_overrides(config: Config, overrides: &[String]) -> Result<Config, String> {
+    let mut value = serde_json::to_value(&config).expect("a config serializes");
+    for o in overrides {
+        let (field, raw) = o.split_once('=').ok_or_else(|| format!("--set {o:?}: expected FIELD=VALUE"))?;
+        let fields: Vec<String> = value.as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        let slot = value.get_mut(field).ok_or_else(|| {
+            format!("--set: no configuration field {field:?}; fields are {}", fields.join(", "))
+        })?;
+        *slot = serde_json::from_str(raw).map_err(|_| format!("--set {o:?}: {raw:?} is not a number"))?;
+    }
+    let config: Config = serde_json::from_value(value).map_err(|e| format!("--set: {e}"))?;
+    config.validate().map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
 
 #[derive(Debug, Clone, Copy)]
 struct SeedRange {
@@ -244,7 +270,7 @@ fn run(cli: Cli) -> Result<u8> {
 fn make_plan(name: &str, size: &SizeArgs, seed: u64) -> Result<Plan> {
     let scenario = scenario::find(name)
         .ok_or_else(|| BadArgs(format!("no scenario named {name:?}; `netsim list` shows them")))?;
-    scenario.plan(&size.params(seed)).map_err(|e| anyhow!(BadArgs(e)))
+    scenario.plan(&size.params(seed)?).map_err(|e| anyhow!(BadArgs(e)))
 }
 
 fn replay_command(run: &RunArgs) -> String {
@@ -345,7 +371,7 @@ fn sweep(
     let mut work = Vec::new();
     for s in &scenarios {
         for seed in seeds.start..=seeds.end_inclusive {
-            let plan = s.plan(&size.params(seed)).map_err(|e| anyhow!(BadArgs(e)))?;
+            let plan = s.plan(&size.params(seed)?).map_err(|e| anyhow!(BadArgs(e)))?;
             work.push((s.name, seed, plan));
         }
     }

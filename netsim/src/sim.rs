@@ -649,6 +649,29 @@ impl Sim {
         })
     }
 
+    /// Up to `max` running nodes whose view differs from the truth, with how.
+    fn divergence(&self, max: usize) -> Vec<String> {
+        let running: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.running(i)).collect();
+        let mut out = Vec::new();
+        for &o in &running {
+            let view = &self.nodes[o].view;
+            let missing: Vec<String> =
+                running.iter().filter(|&&s| s != o && !view.contains_key(&s)).map(|s| format!("n{s}")).collect();
+            let stale: Vec<String> = view
+                .iter()
+                .filter(|&(&s, &inc)| !self.running(s) || self.nodes[s].incarnation != inc)
+                .map(|(s, inc)| format!("n{s}#{inc}"))
+                .collect();
+            if !missing.is_empty() || !stale.is_empty() {
+                out.push(format!("n{o} misses [{}] and holds stale [{}]", missing.join(" "), stale.join(" ")));
+                if out.len() == max {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
     fn sample(&mut self) {
         if self.converged() {
             self.converged_at = Some(self.now);
@@ -686,7 +709,11 @@ impl Finished {
             name: "membership is still converged at the end".into(),
             ok: stays,
             kind: CheckKind::Liveness,
-            detail: if stays { "views equal the true membership".into() } else { "some view differs at the end".into() },
+            detail: if stays {
+                "views equal the true membership".into()
+            } else {
+                format!("views differ at the end: {}", sim.divergence(3).join("; "))
+            },
         };
         let low_loss_false = membership.false_suspicions - membership.false_suspicions_at_high_loss;
         let loss_max = sim.plan.expect.no_false_down_at_loss_max;

@@ -18,11 +18,11 @@ pub mod ring;
 pub mod time;
 pub mod wire;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 
 use foca::OwnedNotification;
-use rand::SeedableRng;
+use rand::{RngExt, SeedableRng};
 use rand::rngs::Xoshiro256PlusPlus;
 
 pub use config::{Config, ConfigError};
@@ -31,7 +31,7 @@ pub use time::Instant;
 pub use wire::{MemberInfo, MemberState, WireError};
 
 use membership::{Effects, Swim, SwimCodec, Timers};
-use wire::{Frame, Message, Request, Response};
+use wire::{Frame, Message, Request, Response, SyncMember};
 
 /// Most seeds a node announces to. More would only multiply join traffic.
 pub const SEEDS_MAX: usize = 16;
@@ -50,6 +50,11 @@ pub const TIMERS_PER_TIMEOUT_MAX: usize = 4096;
 
 /// Most members one [`Command::LearnMembers`] may carry.
 pub const LEARN_MEMBERS_MAX: usize = 65_536;
+
+/// Most members one membership sync carries or accepts; a larger view is
+/// sent in part (a different part each time), which keeps a sync frame well
+/// under [`wire::FRAME_LEN_MAX`].
+pub const SYNC_MEMBERS_MAX: usize = 4096;
 
 /// A client connection's request, identified by the driver. The driver maps
 /// it back to the stream the request came on.
@@ -196,6 +201,9 @@ pub struct Stats {
     pub inputs_rejected: u64,
     /// Announces sent to seeds.
     pub announces_sent: u64,
+    /// `TurnUndead` messages foca wanted to send to members held alive,
+    /// which were dropped (see the engine's notes on foca's suspicion timer).
+    pub turn_undead_suppressed: u64,
 }
 
 /// One node's protocol state. See the module docs for the driving contract.
@@ -211,6 +219,10 @@ pub struct Node {
     seeds: Vec<SocketAddr>,
     /// When to re-announce to the seeds, while the node knows no member.
     join_retry_at: Option<Instant>,
+    /// When to sync membership with a random member next.
+    sync_at: Option<Instant>,
+    /// The engine's own random choices (foca has its own generator).
+    rng: Xoshiro256PlusPlus,
     left: bool,
     stats: Stats,
 }
@@ -236,8 +248,10 @@ impl Node {
         if let Err(e) = config.validate() {
             panic!("Node::new with an invalid config: {e}");
         }
-        let rng = Xoshiro256PlusPlus::seed_from_u64(rng_seed);
-        let swim = Swim::new(id, config.to_foca(), rng, SwimCodec);
+        let swim_rng = Xoshiro256PlusPlus::seed_from_u64(rng_seed);
+        let swim = Swim::new(id, config.to_foca(), swim_rng, SwimCodec);
+        // A second stream from the same seed, for the engine's own choices.
+        let rng = Xoshiro256PlusPlus::seed_from_u64(rng_seed.rotate_left(32) ^ 0x5bd1_e995_6c07_8965);
         Node {
             config,
             now,
@@ -248,6 +262,8 @@ impl Node {
             notifications: Vec::new(),
             seeds: Vec::new(),
             join_retry_at: None,
+            sync_at: None,
+            rng,
             left: false,
             stats: Stats::default(),
         }
@@ -329,10 +345,7 @@ impl Node {
         if self.left {
             return None;
         }
-        match (self.timers.next_deadline(), self.join_retry_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.timers.next_deadline(), self.join_retry_at, self.sync_at].into_iter().flatten().min()
     }
 
     fn handle_datagram(&mut self, from: SocketAddr, bytes: &[u8]) -> Result<(), InputError> {
@@ -349,8 +362,82 @@ impl Node {
     fn handle_peer_frame(&mut self, from: SocketAddr, bytes: &[u8]) -> Result<(), InputError> {
         match wire::decode_frame(bytes)? {
             Frame::Swim(packet) => self.handle_swim(from, packet),
+            Frame::Message(Message::SyncRequest(theirs)) => {
+                if theirs.len() > SYNC_MEMBERS_MAX {
+                    return Err(InputError::TooManyMembers(theirs.len()));
+                }
+                let ours = self.sync_state();
+                // Answer with what they lack or hold older, before applying
+                // what they know better.
+                let answer = newer_than(&ours, &theirs);
+                let learn = newer_than(&theirs, &ours);
+                self.apply_sync(learn)?;
+                self.send_message(from, &Message::SyncResponse(answer));
+                Ok(())
+            }
+            Frame::Message(Message::SyncResponse(theirs)) => {
+                if theirs.len() > SYNC_MEMBERS_MAX {
+                    return Err(InputError::TooManyMembers(theirs.len()));
+                }
+                let ours = self.sync_state();
+                self.apply_sync(newer_than(&theirs, &ours))
+            }
             Frame::Message(Message::Request(_)) => Err(InputError::Unexpected("client request on a peer stream")),
             Frame::Message(Message::Response(_)) => Err(InputError::Unexpected("response")),
+        }
+    }
+
+    /// This node's membership state for a sync: itself and what foca holds,
+    /// at most [`SYNC_MEMBERS_MAX`] (starting at a random member when there
+    /// are more, so repeated syncs cover everyone).
+    fn sync_state(&mut self) -> Vec<SyncMember> {
+        let me = SyncMember { id: self.swim.identity().clone(), incarnation: 0, state: MemberState::Alive };
+        let all = self.swim.iter_membership_state();
+        let total = all.len();
+        let skip = if total > SYNC_MEMBERS_MAX - 1 { self.rng.random_range(0..total) } else { 0 };
+        let members = all.chain(self.swim.iter_membership_state()).skip(skip).take(total.min(SYNC_MEMBERS_MAX - 1));
+        std::iter::once(me)
+            .chain(members.map(|m| SyncMember {
+                id: m.id().clone(),
+                incarnation: m.incarnation(),
+                state: swim_state(m.state()),
+            }))
+            .collect()
+    }
+
+    fn apply_sync(&mut self, members: Vec<SyncMember>) -> Result<(), InputError> {
+        if members.is_empty() {
+            return Ok(());
+        }
+        let updates = members.into_iter().map(|m| {
+            let state = match m.state {
+                MemberState::Alive => foca::State::Alive,
+                MemberState::Suspect => foca::State::Suspect,
+                MemberState::Down => foca::State::Down,
+            };
+            foca::Member::new(m.id, m.incarnation, state)
+        });
+        let result = self.with_swim(|swim, effects| swim.apply_many(updates, true, effects));
+        result.map_err(|e| InputError::Swim(e.to_string()))
+    }
+
+    /// Starts a membership sync with a random live member.
+    fn sync_with_random_member(&mut self) {
+        self.sync_at = Some(self.now + self.config.sync_period);
+        let count = self.swim.num_members();
+        if count == 0 {
+            return;
+        }
+        let pick = self.rng.random_range(0..count);
+        let Some(peer) = self.swim.iter_members().nth(pick).map(|m| m.id().addr) else { return };
+        let state = self.sync_state();
+        self.send_message(peer, &Message::SyncRequest(state));
+    }
+
+    fn send_message(&mut self, to: SocketAddr, message: &Message) {
+        match wire::encode_message(message) {
+            Ok(bytes) => self.push(Output::PeerFrame { to, bytes }),
+            Err(e) => tracing::warn!(peer = %to, error = %e, "cannot encode a message"),
         }
     }
 
@@ -358,7 +445,7 @@ impl Node {
         let request = match wire::decode_frame(bytes)? {
             Frame::Message(Message::Request(request)) => request,
             Frame::Swim(_) => return Err(InputError::Unexpected("SWIM packet on a client stream")),
-            Frame::Message(Message::Response(_)) => return Err(InputError::Unexpected("response")),
+            Frame::Message(_) => return Err(InputError::Unexpected("peer message on a client stream")),
         };
         match request {
             Request::Members => {
@@ -414,6 +501,7 @@ impl Node {
         }
         self.left = true;
         self.join_retry_at = None;
+        self.sync_at = None;
         self.push(Output::Event(Event::Left));
     }
 
@@ -440,6 +528,9 @@ impl Node {
                 tracing::debug!(error = %e, "foca timer");
             }
         }
+        if self.sync_at.is_some_and(|at| at <= now) {
+            self.sync_with_random_member();
+        }
         if self.join_retry_at.is_some_and(|at| at <= now) {
             if self.swim.num_members() == 0 {
                 self.announce_to_seeds();
@@ -461,6 +552,10 @@ impl Node {
         assert!(self.timers.len() <= TIMERS_MAX, "foca scheduled {} timers", self.timers.len());
         let sends = std::mem::take(&mut self.sends);
         for (to, bytes) in sends {
+            if self.is_spurious_turn_undead(&bytes) {
+                self.stats.turn_undead_suppressed += 1;
+                continue;
+            }
             self.stats.swim_packets_sent += 1;
             self.push(Output::Datagram { to, bytes });
         }
@@ -469,6 +564,25 @@ impl Node {
             self.handle_notification(notification);
         }
         result
+    }
+
+    /// Whether a packet foca wants to send is a `TurnUndead` ("the cluster
+    /// thinks you are down") to a member this node holds as alive or
+    /// suspect.
+    ///
+    /// foca 2.0 sends one when a suspicion timer fires for a member that has
+    /// refuted the suspicion in the meantime: the timer's condition fails,
+    /// nothing is declared down, but the courtesy message still goes out, and
+    /// the member, told it is down, rejoins with a new incarnation. Under
+    /// loss that is a stream of needless identity changes (each of which a
+    /// committed ring would see as a restart). A `TurnUndead` after a real
+    /// Down declaration, or to an identity that is not (or no longer) an
+    /// active member here, still goes out.
+    fn is_spurious_turn_undead(&self, datagram: &[u8]) -> bool {
+        let Ok(packet) = wire::decode_datagram(datagram) else { return false };
+        let Ok(header) = foca::Codec::decode_header(&mut SwimCodec, packet) else { return false };
+        header.message == foca::Message::TurnUndead
+            && self.swim.iter_membership_state().any(|m| m.id() == &header.dst && m.state() != foca::State::Down)
     }
 
     fn handle_notification(&mut self, notification: OwnedNotification<NodeId>) {
@@ -481,6 +595,9 @@ impl Node {
             OwnedNotification::Rename(old, new) => Event::MemberRenamed { old, new },
             OwnedNotification::Active => {
                 self.join_retry_at = None;
+                // Pull the full member list at once: the announce's answer
+                // carries only what fits in one packet.
+                self.sync_at = Some(self.now);
                 Event::Joined
             }
             OwnedNotification::Idle => {
@@ -505,6 +622,17 @@ impl Node {
         );
         self.outputs.push_back(output);
     }
+}
+
+/// The entries of `a` that `b` lacks or holds older, by SWIM's precedence: a
+/// later life of an address wins; within one life a higher SWIM incarnation
+/// wins; at equal incarnation Down beats Suspect beats Alive. Applying only
+/// these keeps a sync between two converged nodes free of work (foca applies
+/// each update with a linear search of its member list).
+fn newer_than(a: &[SyncMember], b: &[SyncMember]) -> Vec<SyncMember> {
+    let known: BTreeMap<SocketAddr, &SyncMember> = b.iter().map(|m| (m.id.addr, m)).collect();
+    let rank = |m: &SyncMember| (m.id.incarnation, m.incarnation, m.state);
+    a.iter().filter(|m| known.get(&m.id.addr).is_none_or(|k| rank(m) > rank(k))).cloned().collect()
 }
 
 fn swim_state(state: foca::State) -> MemberState {

@@ -16,6 +16,8 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use super::id::NodeId;
+
 /// The protocol version this build speaks. The first byte of every datagram
 /// and frame.
 pub const PROTOCOL_VERSION: u8 = 1;
@@ -82,6 +84,23 @@ pub enum Message {
     Request(Request),
     /// The answer to a [`Message::Request`].
     Response(Response),
+    /// Node to node: "here is my membership state; send me yours". Sent on
+    /// joining and every `sync_period`, so views that gossip left behind
+    /// (a member nobody told this node about) converge.
+    SyncRequest(Vec<SyncMember>),
+    /// The answer to a [`Message::SyncRequest`]: the answerer's state.
+    SyncResponse(Vec<SyncMember>),
+}
+
+/// One member's SWIM state, as exchanged in a membership sync.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncMember {
+    /// Which life of which node.
+    pub id: NodeId,
+    /// SWIM's own incarnation of that life (bumped to refute suspicion).
+    pub incarnation: u16,
+    /// Its state.
+    pub state: MemberState,
 }
 
 /// A client request.
@@ -247,6 +266,14 @@ mod tests {
             })
     }
 
+    fn sync_member_strategy() -> impl Strategy<Value = SyncMember> {
+        (member_strategy(), any::<u16>(), "[a-z0-9]{0,64}").prop_map(|(m, incarnation, name)| SyncMember {
+            id: NodeId::new(m.addr, m.incarnation, &name),
+            incarnation,
+            state: m.state,
+        })
+    }
+
     fn message_strategy() -> impl Strategy<Value = Message> {
         prop_oneof![
             Just(Message::Request(Request::Members)),
@@ -255,6 +282,8 @@ mod tests {
             Just(Message::Response(Response::Busy)),
             ".{0,100}".prop_map(|s| Message::Response(Response::Error(s))),
             proptest::collection::vec(member_strategy(), 0..50).prop_map(|m| Message::Response(Response::Members(m))),
+            proptest::collection::vec(sync_member_strategy(), 0..50).prop_map(Message::SyncRequest),
+            proptest::collection::vec(sync_member_strategy(), 0..50).prop_map(Message::SyncResponse),
         ]
     }
 
