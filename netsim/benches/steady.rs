@@ -26,11 +26,7 @@ fn main() {
         let report = netsim::run_plan(plan);
         println!(
             "run {run}: steady n=1000 120 s: {} ms wall, {} events, {:.0} events/s, {} datagrams, result {}",
-            report.wall_ms,
-            report.events,
-            report.events_per_sec,
-            report.traffic.datagrams,
-            report.result
+            report.wall_ms, report.events, report.events_per_sec, report.traffic.datagrams, report.result
         );
         walls.push(report.wall_ms);
     }

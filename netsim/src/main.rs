@@ -146,16 +146,15 @@ fn apply_overrides(config: Config, overrides: &[String]) -> Result<Config, Strin
     for o in overrides {
         let (field, raw) = o.split_once('=').ok_or_else(|| format!("--set {o:?}: expected FIELD=VALUE"))?;
         let fields: Vec<String> = value.as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
-        let slot = value.get_mut(field).ok_or_else(|| {
-            format!("--set: no configuration field {field:?}; fields are {}", fields.join(", "))
-        })?;
+        let slot = value
+            .get_mut(field)
+            .ok_or_else(|| format!("--set: no configuration field {field:?}; fields are {}", fields.join(", ")))?;
         *slot = serde_json::from_str(raw).map_err(|_| format!("--set {o:?}: {raw:?} is not a number"))?;
     }
     let config: Config = serde_json::from_value(value).map_err(|e| format!("--set: {e}"))?;
     config.validate().map_err(|e| e.to_string())?;
     Ok(config)
 }
-
 
 #[derive(Debug, Clone, Copy)]
 struct SeedRange {
@@ -268,8 +267,8 @@ fn run(cli: Cli) -> Result<u8> {
 }
 
 fn make_plan(name: &str, size: &SizeArgs, seed: u64) -> Result<Plan> {
-    let scenario = scenario::find(name)
-        .ok_or_else(|| BadArgs(format!("no scenario named {name:?}; `netsim list` shows them")))?;
+    let scenario =
+        scenario::find(name).ok_or_else(|| BadArgs(format!("no scenario named {name:?}; `netsim list` shows them")))?;
     scenario.plan(&size.params(seed)?).map_err(|e| anyhow!(BadArgs(e)))
 }
 
@@ -415,8 +414,7 @@ fn sweep(
         let replay = if verdict == Verdict::Pass {
             None
         } else {
-            std::fs::create_dir_all(save_failures)
-                .with_context(|| format!("creating {}", save_failures.display()))?;
+            std::fs::create_dir_all(save_failures).with_context(|| format!("creating {}", save_failures.display()))?;
             let path = save_failures.join(format!("{}-seed{}.json", report.scenario, report.seed));
             write_json(Some(&path), &report.fault_plan)?;
             let command = format!("netsim replay {}", path.display());

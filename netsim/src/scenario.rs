@@ -43,12 +43,7 @@ pub const SCENARIOS: &[Scenario] = &[
         min_duration_s: 15,
         build: join_storm,
     },
-    Scenario {
-        name: "crash",
-        about: "10% of the nodes crash at once at 20 s",
-        min_duration_s: 60,
-        build: crash,
-    },
+    Scenario { name: "crash", about: "10% of the nodes crash at once at 20 s", min_duration_s: 60, build: crash },
     Scenario {
         name: "crash-restart",
         about: "10% crash at 20 s; half restart before detection, half after, with higher incarnations",

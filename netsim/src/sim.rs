@@ -551,7 +551,8 @@ impl Sim {
         node.paused = false;
         node.wake_gen += 1;
         node.wake_at = None;
-        let peers: Vec<usize> = self.conns.keys().filter(|&&(a, b)| a == i || b == i).map(|&(a, b)| a + b - i).collect();
+        let peers: Vec<usize> =
+            self.conns.keys().filter(|&&(a, b)| a == i || b == i).map(|&(a, b)| a + b - i).collect();
         for peer in peers {
             self.reset_conn(i, peer);
         }
@@ -700,7 +701,9 @@ impl Finished {
             ok: membership.converge_ms.is_some_and(|ms| ms <= limit_ms),
             kind: CheckKind::Liveness,
             detail: match membership.converge_ms {
-                Some(ms) => format!("every running node saw the true membership {ms} ms after the last fault (limit {limit_ms} ms)"),
+                Some(ms) => format!(
+                    "every running node saw the true membership {ms} ms after the last fault (limit {limit_ms} ms)"
+                ),
                 None => format!("not converged by the end, {} ms after the last fault", (sim.end - settle) / 1000),
             },
         };

@@ -22,8 +22,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 
 use foca::OwnedNotification;
-use rand::{RngExt, SeedableRng};
 use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
 
 pub use config::{Config, ConfigError};
 pub use id::NodeId;
