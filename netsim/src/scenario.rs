@@ -75,6 +75,12 @@ pub const SCENARIOS: &[Scenario] = &[
         build: flapping,
     },
     Scenario {
+        name: "pause",
+        about: "one node stops the world for 10 s (declared down, then rejoins), another for 1 s",
+        min_duration_s: 60,
+        build: pause,
+    },
+    Scenario {
         name: "lossy-net",
         about: "1% loss for 30 s, then 5%, then 20% (with duplicates and latency spikes), then a clean network",
         min_duration_s: 120,
@@ -254,6 +260,15 @@ fn flapping(b: &mut Builder) {
         b.at(t + down, Fault::Heal);
         t += down + up;
     }
+}
+
+fn pause(b: &mut Builder) {
+    let picked = b.pick(2);
+    let (long, short) = (picked[0], picked[1]);
+    b.at(20_000, Fault::Pause { node: long });
+    b.at(30_000, Fault::Resume { node: long });
+    b.at(35_000, Fault::Pause { node: short });
+    b.at(36_000, Fault::Resume { node: short });
 }
 
 fn lossy_net(b: &mut Builder) {

@@ -778,6 +778,35 @@ mod tests {
     }
 
     #[test]
+    fn a_link_override_applies_to_its_direction_only() {
+        use crate::plan::{Expect, LinkOverride, NetModel};
+        let dead = LinkModel { loss: 1.0, ..LinkModel::lan() };
+        let plan = Plan {
+            scenario: "test".into(),
+            seed: 3,
+            nodes: 3,
+            duration_ms: 30_000,
+            config: custody::Config::lan(),
+            net: NetModel {
+                default: LinkModel::lan(),
+                links: vec![LinkOverride { from: 2, to: 0, model: dead }, LinkOverride { from: 2, to: 1, model: dead }],
+            },
+            formed: 3,
+            clocks: vec![ClockSpec { offset_us: 0, drift_ppm: 0 }; 3],
+            faults: Vec::new(),
+            expect: Expect { converge_within_ms: 0, no_false_down_at_loss_max: 0.05 },
+        };
+        let report = Sim::new(plan).run().report(0);
+        // Node 2 can hear but not speak: the others declare it down; it keeps
+        // seeing them.
+        assert!(report.faults_injected.dropped > 0);
+        assert!(report.membership.member_down >= 2, "{:?}", report.membership);
+        // It is up and not partitioned, so those declarations count as
+        // false: the counter sees what a silent link does.
+        assert!(report.membership.false_suspicions >= 2, "{:?}", report.membership);
+    }
+
+    #[test]
     fn heap_pops_in_time_then_sequence_order() {
         let mut heap = BinaryHeap::new();
         for (at, seq) in [(5, 1), (3, 2), (5, 0), (3, 3)] {

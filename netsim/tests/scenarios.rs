@@ -47,6 +47,9 @@ fn faults_are_actually_injected() {
     let lossy = run("lossy-net");
     assert!(lossy.faults_injected.dropped > 0 && lossy.faults_injected.duplicated > 0);
     assert!(lossy.faults_injected.reordered > 0);
+    let pause = run("pause");
+    assert_eq!(pause.faults_injected.pauses, 2);
+    assert!(pause.membership.member_down >= 1, "the 10 s pause is noticed: {:?}", pause.membership);
     let steady = run("steady");
     assert_eq!(steady.faults_injected, Default::default());
     assert_eq!(steady.membership.member_down, 0);

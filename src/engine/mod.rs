@@ -221,6 +221,10 @@ pub struct Node {
     join_retry_at: Option<Instant>,
     /// When to sync membership with a random member next.
     sync_at: Option<Instant>,
+    /// The next sync is the second one after joining: the first, at the
+    /// moment of joining, may come too early to see the nodes that joined
+    /// at the same time.
+    resync_after_join: bool,
     /// The engine's own random choices (foca has its own generator).
     rng: Xoshiro256PlusPlus,
     left: bool,
@@ -263,6 +267,7 @@ impl Node {
             seeds: Vec::new(),
             join_retry_at: None,
             sync_at: None,
+            resync_after_join: false,
             rng,
             left: false,
             stats: Stats::default(),
@@ -423,7 +428,12 @@ impl Node {
 
     /// Starts a membership sync with a random live member.
     fn sync_with_random_member(&mut self) {
-        self.sync_at = Some(self.now + self.config.sync_period);
+        let next = if std::mem::take(&mut self.resync_after_join) {
+            (self.config.probe_period * 2).min(self.config.sync_period)
+        } else {
+            self.config.sync_period
+        };
+        self.sync_at = Some(self.now + next);
         let count = self.swim.num_members();
         if count == 0 {
             return;
@@ -598,6 +608,7 @@ impl Node {
                 // Pull the full member list at once: the announce's answer
                 // carries only what fits in one packet.
                 self.sync_at = Some(self.now);
+                self.resync_after_join = true;
                 Event::Joined
             }
             OwnedNotification::Idle => {
