@@ -47,6 +47,15 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Show a node's view of the committed configuration: epoch, leader, voters, lease, members.
+    Status {
+        /// The node to ask (its listen address).
+        #[arg(long, value_name = "ADDR")]
+        node: SocketAddr,
+        /// Print one JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Tell a node to leave the cluster gracefully and stop.
     Leave {
         /// The node to stop (its listen address).
@@ -103,6 +112,7 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Node(args) => run_node(args).await,
         Cmd::Members { node, json } => members(node, json).await,
         Cmd::Leave { node } => leave(node).await,
+        Cmd::Status { node, json } => status(node, json).await,
     }
 }
 
@@ -171,18 +181,24 @@ async fn members(node: SocketAddr, json: bool) -> Result<()> {
         serde_json::to_writer(&mut out, &serde_json::json!({ "members": members }))?;
         writeln!(out)?;
     } else {
-        write!(out, "{}", members_table(&members))?;
+        let voters = match ask(node, Request::Status).await? {
+            Response::Status(status) => status.voters,
+            _ => Vec::new(),
+        };
+        write!(out, "{}", members_table(&members, &voters))?;
     }
     Ok(())
 }
 
-fn members_table(members: &[MemberInfo]) -> String {
+fn members_table(members: &[MemberInfo], voters: &[String]) -> String {
     let name_width = members.iter().map(|m| m.name.len()).max().unwrap_or(0).max(4);
     let addr_width = members.iter().map(|m| m.addr.to_string().len()).max().unwrap_or(0).max(7);
-    let mut out = format!("{:<name_width$}  {:<addr_width$}  {:>13}  STATE\n", "NAME", "ADDRESS", "INCARNATION");
+    let mut out =
+        format!("{:<name_width$}  {:<addr_width$}  {:>13}  STATE    VOTER\n", "NAME", "ADDRESS", "INCARNATION");
     for m in members {
+        let voter = if voters.contains(&m.name) { "voter" } else { "" };
         out.push_str(&format!(
-            "{:<name_width$}  {:<addr_width$}  {:>13}  {}\n",
+            "{:<name_width$}  {:<addr_width$}  {:>13}  {:<7}  {voter}\n",
             m.name,
             m.addr.to_string(),
             m.incarnation,
@@ -190,6 +206,33 @@ fn members_table(members: &[MemberInfo]) -> String {
         ));
     }
     out
+}
+
+async fn status(node: SocketAddr, json: bool) -> Result<()> {
+    let Response::Status(status) = ask(node, Request::Status).await? else {
+        bail!("the node at {node} answered with something other than a status");
+    };
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer(&mut out, &status)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    writeln!(out, "node:    {}", status.name)?;
+    if status.epoch == 0 {
+        writeln!(out, "epoch:   none yet (not admitted to a committed configuration)")?;
+    } else {
+        writeln!(out, "epoch:   {} (hash {})", status.epoch, status.epoch_hash)?;
+    }
+    writeln!(out, "leader:  {}", status.leader.as_deref().unwrap_or("unknown"))?;
+    writeln!(out, "voters:  {}", status.voters.join(", "))?;
+    writeln!(out, "lease:   {} ms left to act as custodian", status.lease_remaining_ms)?;
+    writeln!(out, "members: {}", status.members.len())?;
+    for m in &status.members {
+        let voter = if status.voters.contains(&m.name) { " (voter)" } else { "" };
+        writeln!(out, "  {:<20} {:<22} #{:<14} {}{voter}", m.name, m.addr, m.incarnation, m.status.as_str())?;
+    }
+    Ok(())
 }
 
 async fn leave(node: SocketAddr) -> Result<()> {

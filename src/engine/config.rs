@@ -92,6 +92,39 @@ pub struct Config {
     /// this often. Default 1 s.
     #[serde(rename = "join_retry_ms", with = "millis")]
     pub join_retry: Duration,
+    /// Voters of the epoch store (the embedded Raft group). Default 3; odd,
+    /// 1 ..= 7. More voters survive more failures and make each commit and
+    /// lease read cost more messages.
+    pub voters: u8,
+    /// The leader commits an epoch once membership evidence has been
+    /// unchanged this long, batching every change seen meanwhile into one
+    /// epoch. Default 2 s. Shorter: faster reaction, more epochs in a churn.
+    #[serde(rename = "stable_after_ms", with = "millis")]
+    pub stable_after: Duration,
+    /// Distinct suspicion votes (SWIM `MemberDown` seen by members) that
+    /// remove a member. Default 2. Range 1 ..= 16. 1 lets one confused
+    /// observer remove a healthy node.
+    pub suspicion_votes: u8,
+    /// How often every node renews its lease with the leader. Default 1 s.
+    /// Must be well below `lease`.
+    #[serde(rename = "lease_renew_ms", with = "millis")]
+    pub lease_renew: Duration,
+    /// How long a granted lease lasts, from the moment its request was sent
+    /// (T_lease). Default 5 s. A node cut off from the leader stops acting
+    /// as custodian within this.
+    #[serde(rename = "lease_ms", with = "millis")]
+    pub lease: Duration,
+    /// Longest a task may run (D_max): a node starts one only if `now +
+    /// d_max ≤ lease_end`. Default 2.5 s; at most `lease`.
+    #[serde(rename = "d_max_ms", with = "millis")]
+    pub d_max: Duration,
+    /// Period of the Raft clock tick (each node jitters it by ±20%).
+    /// Elections time out after 10 ticks, heartbeats every 2. Default
+    /// 100 ms.
+    #[serde(rename = "raft_tick_ms", with = "millis")]
+    pub raft_tick: Duration,
+    /// Replicas per range (k) recorded in each configuration. Default 3.
+    pub replication: u8,
     /// Points each member places on the ring. Default 128. Range 1 ..= 4096.
     /// Fewer points balance load worse; more cost memory and build time.
     pub vnodes: u32,
@@ -121,6 +154,14 @@ impl Config {
             max_packet_size: 1100,
             sync_period: Duration::from_secs(30),
             join_retry: Duration::from_secs(1),
+            voters: 3,
+            stable_after: Duration::from_secs(2),
+            suspicion_votes: 2,
+            lease_renew: Duration::from_secs(1),
+            lease: Duration::from_secs(5),
+            d_max: Duration::from_millis(2500),
+            raft_tick: Duration::from_millis(100),
+            replication: super::epoch::REPLICATION_DEFAULT,
             vnodes: VNODES_DEFAULT,
         }
     }
@@ -138,6 +179,11 @@ impl Config {
             announce_period: Duration::from_secs(3),
             announce_to_down_period: Duration::from_secs(2),
             join_retry: Duration::from_millis(500),
+            stable_after: Duration::from_millis(500),
+            lease_renew: Duration::from_millis(250),
+            lease: Duration::from_millis(1500),
+            d_max: Duration::from_millis(750),
+            raft_tick: Duration::from_millis(50),
             ..Config::lan()
         }
     }
@@ -181,6 +227,28 @@ impl Config {
                 "max_packet_size",
                 format!("{} is outside {MAX_PACKET_SIZE_MIN} ..= {MAX_PACKET_SIZE_MAX}", self.max_packet_size),
             );
+        }
+        if self.voters % 2 == 0 || !(1..=7).contains(&self.voters) {
+            return bad("voters", format!("{} must be odd, 1 ..= 7", self.voters));
+        }
+        if !(1..=16).contains(&self.suspicion_votes) {
+            return bad("suspicion_votes", format!("{} is outside 1 ..= 16", self.suspicion_votes));
+        }
+        for (field, d) in
+            [("stable_after", self.stable_after), ("lease_renew", self.lease_renew), ("raft_tick", self.raft_tick)]
+        {
+            if d.is_zero() {
+                return bad(field, "must be positive".into());
+            }
+        }
+        if self.lease < self.lease_renew * 2 {
+            return bad("lease", "must be at least twice lease_renew".into());
+        }
+        if self.d_max > self.lease {
+            return bad("d_max", "must not exceed lease".into());
+        }
+        if !(1..=7).contains(&self.replication) {
+            return bad("replication", format!("{} is outside 1 ..= 7", self.replication));
         }
         if !(1..=4096).contains(&self.vnodes) {
             return bad("vnodes", format!("{} is outside 1 ..= 4096", self.vnodes));

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut};
@@ -19,7 +19,71 @@ use super::id::{NODE_NAME_LEN_MAX, NodeId, write_addr_bytes};
 use super::time::Instant;
 
 /// The foca instance the engine runs.
-pub(crate) type Swim = foca::Foca<NodeId, SwimCodec, Xoshiro256PlusPlus, foca::NoCustomBroadcast>;
+pub(crate) type Swim = foca::Foca<NodeId, SwimCodec, Xoshiro256PlusPlus, EpochGossip>;
+
+/// `(epoch, hash, sender)` items heard by gossip, for the engine to drain.
+pub(crate) type Heard = Arc<Mutex<Vec<(u64, u64, Option<SocketAddr>)>>>;
+
+/// Tag byte of an epoch announcement in a SWIM custom broadcast.
+const EPOCH_ITEM_TAG: u8 = b'E';
+
+/// Encodes `(epoch, hash)` as a SWIM custom broadcast item (17 bytes).
+pub(crate) fn epoch_item(epoch: u64, hash: u64) -> Vec<u8> {
+    let mut item = Vec::with_capacity(17);
+    item.push(EPOCH_ITEM_TAG);
+    item.extend_from_slice(&epoch.to_be_bytes());
+    item.extend_from_slice(&hash.to_be_bytes());
+    item
+}
+
+/// Spreads committed epochs `(epoch, hash)` with SWIM's gossip. An item
+/// keeps circulating only while it is the newest epoch this node has heard
+/// of; an older or repeated one is dropped at once.
+#[derive(Debug)]
+pub(crate) struct EpochGossip {
+    latest: u64,
+    heard: Heard,
+}
+
+impl EpochGossip {
+    pub(crate) fn new(heard: Heard) -> EpochGossip {
+        EpochGossip { latest: 0, heard }
+    }
+}
+
+/// Dissemination key of an epoch item: a newer epoch replaces an older one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EpochKey(u64);
+
+impl foca::Invalidates for EpochKey {
+    fn invalidates(&self, other: &Self) -> bool {
+        self.0 >= other.0
+    }
+}
+
+impl foca::BroadcastHandler<NodeId> for EpochGossip {
+    type Key = EpochKey;
+    type Error = CodecError;
+
+    fn receive_item(&mut self, data: &[u8], sender: Option<&NodeId>) -> Result<Option<EpochKey>, CodecError> {
+        let (&tag, rest) = data.split_first().ok_or(CodecError::Truncated)?;
+        if tag != EPOCH_ITEM_TAG {
+            return Err(CodecError::BadTag { what: "broadcast item", tag });
+        }
+        let epoch = u64::from_be_bytes(rest.get(..8).ok_or(CodecError::Truncated)?.try_into().expect("8 bytes"));
+        let hash = u64::from_be_bytes(rest.get(8..16).ok_or(CodecError::Truncated)?.try_into().expect("8 bytes"));
+        if epoch <= self.latest {
+            return Ok(None);
+        }
+        self.latest = epoch;
+        self.heard.lock().expect("the engine never panics holding this lock").push((
+            epoch,
+            hash,
+            sender.map(|s| s.addr),
+        ));
+        Ok(Some(EpochKey(epoch)))
+    }
+}
 
 /// foca timers, ordered by deadline and then by the order they were
 /// scheduled. (`foca::Timer`'s own `Ord` compares only the variant, so it

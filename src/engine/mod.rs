@@ -12,9 +12,11 @@
 //! until it returns `None`, then re-read `poll_timeout`.
 
 pub mod config;
+pub mod epoch;
 pub mod id;
 pub mod membership;
 pub mod ring;
+pub mod store;
 pub mod time;
 pub mod wire;
 
@@ -26,12 +28,15 @@ use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 
 pub use config::{Config, ConfigError};
+pub use epoch::{Configuration, MemberStatus};
 pub use id::NodeId;
+pub use store::{StoreEvent as EpochEvent, StoreStats};
 pub use time::Instant;
 pub use wire::{MemberInfo, MemberState, WireError};
 
-use membership::{Effects, Swim, SwimCodec, Timers};
-use wire::{Frame, Message, Request, Response, SyncMember};
+use membership::{Effects, EpochGossip, Heard, Swim, SwimCodec, Timers};
+use store::{EpochStore, StoreOutput};
+use wire::{Frame, Message, Request, Response, StatusInfo, StatusMember, SyncMember};
 
 /// Most seeds a node announces to. More would only multiply join traffic.
 pub const SEEDS_MAX: usize = 16;
@@ -99,6 +104,10 @@ pub enum Command {
     Join(Vec<SocketAddr>),
     /// Leave the cluster gracefully: tell the members, then stop.
     Leave,
+    /// Start a new cluster: this node becomes the epoch store's only voter
+    /// and commits epoch 1 with itself. A node started without seeds does
+    /// this; a joining node is admitted by the existing store instead.
+    Bootstrap,
     /// Take these nodes as alive members without hearing from them first
     /// (at most [`LEARN_MEMBERS_MAX`]): a member list from a state sync, or a
     /// simulator starting a cluster that has already formed. Nothing is
@@ -163,6 +172,9 @@ pub enum Event {
     /// This node left the cluster. The driver should flush its outputs and
     /// stop.
     Left,
+    /// Something happened in the epoch store (an epoch learned or
+    /// committed, a vote, a lease renewal, a removal).
+    Epoch(EpochEvent),
 }
 
 /// Why an input was rejected. In every case the input was dropped and the
@@ -182,6 +194,9 @@ pub enum InputError {
     /// Too many seeds were given.
     #[error("{0} seeds given; at most {SEEDS_MAX} are accepted")]
     TooManySeeds(usize),
+    /// The epoch store rejected a message.
+    #[error("epoch store: {0}")]
+    Epoch(String),
     /// Too many members were given to learn.
     #[error("{0} members given; at most {LEARN_MEMBERS_MAX} are accepted")]
     TooManyMembers(usize),
@@ -227,6 +242,12 @@ pub struct Node {
     resync_after_join: bool,
     /// The engine's own random choices (foca has its own generator).
     rng: Xoshiro256PlusPlus,
+    /// The epoch store: this node's part of it.
+    store: EpochStore,
+    /// Epoch announcements heard by SWIM gossip, not yet handed to the store.
+    heard: Heard,
+    /// A leave in progress waits for the removal epoch until then.
+    leave_deadline: Option<Instant>,
     left: bool,
     stats: Stats,
 }
@@ -253,7 +274,10 @@ impl Node {
             panic!("Node::new with an invalid config: {e}");
         }
         let swim_rng = Xoshiro256PlusPlus::seed_from_u64(rng_seed);
-        let swim = Swim::new(id, config.to_foca(), swim_rng, SwimCodec);
+        let heard = Heard::default();
+        let gossip = EpochGossip::new(heard.clone());
+        let store = EpochStore::new(id.clone(), config.clone(), rng_seed ^ 0x2545_f491_4f6c_dd1d, now);
+        let swim = Swim::with_custom_broadcast(id, config.to_foca(), swim_rng, SwimCodec, gossip);
         // A second stream from the same seed, for the engine's own choices.
         let rng = Xoshiro256PlusPlus::seed_from_u64(rng_seed.rotate_left(32) ^ 0x5bd1_e995_6c07_8965);
         Node {
@@ -269,6 +293,9 @@ impl Node {
             sync_at: None,
             resync_after_join: false,
             rng,
+            store,
+            heard,
+            leave_deadline: None,
             left: false,
             stats: Stats::default(),
         }
@@ -293,6 +320,71 @@ impl Node {
     /// Whether the node has left the cluster.
     pub fn has_left(&self) -> bool {
         self.left
+    }
+
+    /// The latest committed configuration this node knows.
+    pub fn configuration(&self) -> Option<&Configuration> {
+        self.store.latest()
+    }
+
+    /// The epoch store's counters at this node.
+    pub fn store_stats(&self) -> StoreStats {
+        self.store.stats()
+    }
+
+    /// Whether this node is a voter of the epoch store.
+    pub fn is_voter(&self) -> bool {
+        self.store.is_voter()
+    }
+
+    /// Whether this node leads the epoch store.
+    pub fn is_leader(&self) -> bool {
+        self.store.is_leader()
+    }
+
+    /// When this node's lease ends, on its own clock.
+    pub fn lease_end(&self) -> Option<Instant> {
+        self.store.lease_end()
+    }
+
+    /// Whether the node may act as custodian at `now`: it holds a lease
+    /// that outlasts the longest task (`now + d_max ≤ lease_end`).
+    pub fn may_act_as_custodian(&self, now: Instant) -> bool {
+        !self.left && self.store.lease_end().is_some_and(|end| now + self.config.d_max <= end)
+    }
+
+    /// The node's view of the epoch store, as `custody status` shows it.
+    pub fn status(&self) -> StatusInfo {
+        let config = self.store.latest();
+        let name_of = |addr: SocketAddr| {
+            config.and_then(|c| c.member(addr)).map(|m| m.id.name.to_string()).unwrap_or_else(|| addr.to_string())
+        };
+        let lease_remaining_ms = self
+            .store
+            .lease_end()
+            .map(|end| end.saturating_since(self.now + self.config.d_max).as_millis() as u64)
+            .unwrap_or(0);
+        StatusInfo {
+            name: self.swim.identity().name.to_string(),
+            epoch: config.map_or(0, |c| c.epoch),
+            epoch_hash: config.map(|c| format!("{:016x}", c.hash())).unwrap_or_default(),
+            leader: self.store.leader().map(name_of),
+            voters: self.store.voters().iter().map(|&a| name_of(a)).collect(),
+            lease_remaining_ms,
+            members: config
+                .map(|c| {
+                    c.members
+                        .iter()
+                        .map(|m| StatusMember {
+                            name: m.id.name.to_string(),
+                            addr: m.id.addr,
+                            incarnation: m.id.incarnation,
+                            status: m.status,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
     }
 
     /// Live members other than this node.
@@ -350,7 +442,10 @@ impl Node {
         if self.left {
             return None;
         }
-        [self.timers.next_deadline(), self.join_retry_at, self.sync_at].into_iter().flatten().min()
+        [self.timers.next_deadline(), self.join_retry_at, self.sync_at, self.store.next_deadline(), self.leave_deadline]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn handle_datagram(&mut self, from: SocketAddr, bytes: &[u8]) -> Result<(), InputError> {
@@ -387,9 +482,70 @@ impl Node {
                 let ours = self.sync_state();
                 self.apply_sync(newer_than(&theirs, &ours))
             }
+            Frame::Message(Message::Raft { origin, bytes }) => {
+                let result = self.store.handle_raft(from, origin, &bytes, self.now);
+                self.flush_store();
+                result.map_err(InputError::Epoch)
+            }
+            Frame::Message(Message::Epoch(msg)) => {
+                self.store.handle_message(from, msg, self.now);
+                self.flush_store();
+                Ok(())
+            }
             Frame::Message(Message::Request(_)) => Err(InputError::Unexpected("client request on a peer stream")),
             Frame::Message(Message::Response(_)) => Err(InputError::Unexpected("response")),
         }
+    }
+
+    /// Carries out what the epoch store asked for.
+    fn flush_store(&mut self) {
+        let outputs: Vec<StoreOutput> = self.store.drain().collect();
+        for output in outputs {
+            match output {
+                StoreOutput::Send(to, message) => self.send_message(to, &message),
+                StoreOutput::Announce(epoch, hash) => {
+                    if let Err(e) = self.swim.add_broadcast(&membership::epoch_item(epoch, hash)) {
+                        tracing::warn!(error = %e, "cannot gossip an epoch");
+                    }
+                    self.drain_heard();
+                }
+                StoreOutput::Event(event) => {
+                    let removed = event == EpochEvent::Removed;
+                    self.push(Output::Event(Event::Epoch(event)));
+                    if removed {
+                        self.on_removed();
+                    }
+                }
+            }
+        }
+        if self.leave_deadline.is_some() && self.store.was_removed() {
+            self.finish_leave();
+        }
+    }
+
+    /// Hands epoch announcements heard by gossip to the store.
+    fn drain_heard(&mut self) {
+        let heard: Vec<(u64, u64, Option<SocketAddr>)> =
+            std::mem::take(&mut *self.heard.lock().expect("the engine never panics holding this lock"));
+        for (epoch, hash, from) in heard {
+            self.store.heard(epoch, hash, from, self.now);
+        }
+    }
+
+    /// The store removed this life: stop acting, and come back as a new life
+    /// (a higher incarnation), which the leader admits like any join.
+    fn on_removed(&mut self) {
+        if self.leave_deadline.is_some() {
+            self.finish_leave();
+            return;
+        }
+        let Some(new) = foca::Identity::renew(self.swim.identity()) else { return };
+        tracing::warn!(new = %new, "removed from the configuration: rejoining as a new life");
+        if let Err(e) = self.with_swim(|swim, effects| swim.change_identity(new.clone(), effects)) {
+            tracing::warn!(error = %e, "change identity");
+        }
+        self.store.renew_identity(new.clone());
+        self.push(Output::Event(Event::Rejoined(new)));
     }
 
     /// This node's membership state for a sync: itself and what foca holds,
@@ -466,6 +622,10 @@ impl Node {
                 self.reply(client, Response::Leaving);
                 self.leave();
             }
+            Request::Status => {
+                let status = self.status();
+                self.reply(client, Response::Status(status));
+            }
         }
         Ok(())
     }
@@ -489,9 +649,14 @@ impl Node {
                 self.seeds = seeds.into_iter().filter(|&s| s != own).collect();
                 self.seeds.sort();
                 self.seeds.dedup();
+                self.store.set_seeds(&self.seeds);
                 self.announce_to_seeds();
             }
             Command::Leave => self.leave(),
+            Command::Bootstrap => {
+                self.store.bootstrap(self.now);
+                self.flush_store();
+            }
             Command::LearnMembers(members) => {
                 if members.len() > LEARN_MEMBERS_MAX {
                     return Err(InputError::TooManyMembers(members.len()));
@@ -504,7 +669,33 @@ impl Node {
         Ok(())
     }
 
+    /// A graceful leave: if this life is a member of the committed
+    /// configuration, ask the store to mark it leaving and remove it, and
+    /// leave SWIM once the removal epoch is learned (or after a bounded
+    /// wait, after which the others remove it by suspicion votes).
     fn leave(&mut self) {
+        if self.leave_deadline.is_some() {
+            return;
+        }
+        if self.store.is_member() && !self.store.was_removed() {
+            self.store.request_leave(self.now);
+            self.leave_deadline = Some(self.now + self.leave_timeout());
+            self.flush_store();
+        } else {
+            self.finish_leave();
+        }
+    }
+
+    /// How long a leave waits for its removal epoch: two batching windows
+    /// and a lease, enough for a leader change in between.
+    fn leave_timeout(&self) -> std::time::Duration {
+        self.config.stable_after * 2 + self.config.lease
+    }
+
+    fn finish_leave(&mut self) {
+        if self.left {
+            return;
+        }
         // foca gossips our own Down to a few members and goes quiet.
         if let Err(e) = self.with_swim(|swim, effects| swim.leave_cluster(effects)) {
             tracing::debug!(error = %e, "leave_cluster");
@@ -512,6 +703,7 @@ impl Node {
         self.left = true;
         self.join_retry_at = None;
         self.sync_at = None;
+        self.leave_deadline = None;
         self.push(Output::Event(Event::Left));
     }
 
@@ -540,6 +732,14 @@ impl Node {
         }
         if self.sync_at.is_some_and(|at| at <= now) {
             self.sync_with_random_member();
+        }
+        if self.store.next_deadline().is_some_and(|at| at <= now) {
+            self.store.handle_timeout(now);
+            self.flush_store();
+        }
+        if self.leave_deadline.is_some_and(|at| at <= now) {
+            tracing::warn!("the removal epoch did not come in time; leaving anyway");
+            self.finish_leave();
         }
         if self.join_retry_at.is_some_and(|at| at <= now) {
             if self.swim.num_members() == 0 {
@@ -573,6 +773,8 @@ impl Node {
         for notification in notifications {
             self.handle_notification(notification);
         }
+        self.drain_heard();
+        self.flush_store();
         result
     }
 
@@ -597,12 +799,19 @@ impl Node {
 
     fn handle_notification(&mut self, notification: OwnedNotification<NodeId>) {
         let event = match notification {
-            OwnedNotification::MemberUp(id) => Event::MemberUp(id),
+            OwnedNotification::MemberUp(id) => {
+                self.store.member_up(&id);
+                Event::MemberUp(id)
+            }
             OwnedNotification::MemberDown(id) => {
+                self.store.member_down(&id, self.now);
                 self.push(Output::ClosePeer(id.addr));
                 Event::MemberDown(id)
             }
-            OwnedNotification::Rename(old, new) => Event::MemberRenamed { old, new },
+            OwnedNotification::Rename(old, new) => {
+                self.store.member_up(&new);
+                Event::MemberRenamed { old, new }
+            }
             OwnedNotification::Active => {
                 self.join_retry_at = None;
                 // Pull the full member list at once: the announce's answer
@@ -619,7 +828,10 @@ impl Node {
                 }
                 Event::Isolated
             }
-            OwnedNotification::Rejoin(id) => Event::Rejoined(id),
+            OwnedNotification::Rejoin(id) => {
+                self.store.renew_identity(id.clone());
+                Event::Rejoined(id)
+            }
             // After our own leave_cluster: `Left` is emitted by `leave`.
             OwnedNotification::Defunct => return,
         };

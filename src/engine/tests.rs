@@ -394,3 +394,14 @@ fn an_oversized_sync_is_refused_whole() {
     assert_eq!(drain(&mut a), vec![]);
     assert_eq!(a.members().len(), 1);
 }
+
+#[test]
+fn bootstrap_commits_epoch_one_with_itself() {
+    let mut n = node(7001, 1, 1);
+    n.handle(Instant::ZERO, Input::Command(Command::Bootstrap)).unwrap();
+    let outputs = drain(&mut n);
+    eprintln!("{outputs:#?}");
+    let config = n.configuration().expect("epoch 1 committed at once");
+    assert_eq!(config.epoch, 1);
+    assert!(n.is_leader());
+}

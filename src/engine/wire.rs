@@ -90,6 +90,83 @@ pub enum Message {
     SyncRequest(Vec<SyncMember>),
     /// The answer to a [`Message::SyncRequest`]: the answerer's state.
     SyncResponse(Vec<SyncMember>),
+    /// A Raft message between voters of the epoch store.
+    Raft {
+        /// The Raft id of the group's founding voter (every voter starts
+        /// from the same one-voter configuration).
+        origin: u64,
+        /// The raft-rs message, protobuf-encoded.
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+    },
+    /// Epoch-store traffic that is not Raft itself.
+    Epoch(EpochMsg),
+}
+
+/// Epoch-store messages: leases, votes, leaves, configuration fetches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EpochMsg {
+    /// "Renew my lease": answered by the leader after a linearizable read.
+    LeaseRequest {
+        /// The requesting life.
+        id: NodeId,
+        /// Its request number; the lease runs from when this was sent.
+        seq: u64,
+        /// The latest epoch in which the requester knows it was a member.
+        member_of: Option<u64>,
+    },
+    /// The leader's answer to a lease request.
+    LeaseGrant {
+        /// The request answered.
+        seq: u64,
+        /// Granted, not a member (yet), or removed.
+        status: LeaseStatus,
+        /// The latest committed epoch.
+        epoch: u64,
+        /// Its hash.
+        hash: u64,
+        /// The leader's address.
+        leader: SocketAddr,
+        /// The voters' addresses.
+        voters: Vec<SocketAddr>,
+    },
+    /// "I am not the leader; try this one."
+    NotLeader {
+        /// The request answered.
+        seq: u64,
+        /// The leader, if known.
+        leader: Option<SocketAddr>,
+    },
+    /// A suspicion vote: `by` saw `target` go down.
+    Vote {
+        /// The suspected life.
+        target: NodeId,
+        /// The voter.
+        by: NodeId,
+    },
+    /// "Mark me leaving."
+    Leave {
+        /// The leaving life.
+        id: NodeId,
+    },
+    /// "Send me the configuration of this epoch (or a later one)."
+    Fetch {
+        /// The epoch wanted.
+        epoch: u64,
+    },
+    /// A configuration.
+    Config(super::epoch::Configuration),
+}
+
+/// The outcome of a lease request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LeaseStatus {
+    /// The lease runs for `lease` from the request's send time.
+    Granted,
+    /// The requester is not a member (it has not been admitted yet).
+    NotMember,
+    /// The requester's life was removed: it must stop and rejoin.
+    Removed,
 }
 
 /// One member's SWIM state, as exchanged in a membership sync.
@@ -110,6 +187,8 @@ pub enum Request {
     Members,
     /// Leave the cluster gracefully and stop.
     Leave,
+    /// The node's epoch-store view: epoch, leader, voters, lease, members.
+    Status,
 }
 
 /// A node's answer to a [`Request`].
@@ -119,11 +198,48 @@ pub enum Response {
     Members(Vec<MemberInfo>),
     /// The node is leaving.
     Leaving,
+    /// The node's epoch-store view.
+    Status(StatusInfo),
     /// The node cannot take the request now (a bound is reached); retry
     /// later.
     Busy,
     /// The request was refused.
     Error(String),
+}
+
+/// A node's view of the committed configuration, as `custody status` shows
+/// it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusInfo {
+    /// The node's name.
+    pub name: String,
+    /// The latest epoch it knows (0: none yet).
+    pub epoch: u64,
+    /// That epoch's configuration hash, as 16 hex digits (empty: none yet).
+    pub epoch_hash: String,
+    /// The epoch-store leader's name, if known.
+    pub leader: Option<String>,
+    /// The voters' names.
+    pub voters: Vec<String>,
+    /// How long this node may still act as custodian, in milliseconds: its
+    /// lease end minus now minus the longest task (`d_max`); 0 if it may
+    /// not.
+    pub lease_remaining_ms: u64,
+    /// The members of the latest configuration.
+    pub members: Vec<StatusMember>,
+}
+
+/// One member of a committed configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusMember {
+    /// Its name.
+    pub name: String,
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Its incarnation.
+    pub incarnation: u64,
+    /// Active or leaving.
+    pub status: super::epoch::MemberStatus,
 }
 
 /// One member as a node sees it.

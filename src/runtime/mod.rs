@@ -22,7 +22,8 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::engine::id::NameTooLong;
 use crate::engine::{
-    ClientId, Command, Config, ConfigError, Event, Input, Instant, MemberInfo, Node, NodeId, Output, WireError,
+    ClientId, Command, Config, ConfigError, EpochEvent, Event, Input, Instant, MemberInfo, Node, NodeId, Output,
+    WireError,
 };
 use transport::{Counters, Inbound, Transport};
 pub use transport::{TransportStats, request};
@@ -206,7 +207,9 @@ impl ClusterBuilder {
 
         let clock = tokio::time::Instant::now();
         let mut node = Node::new(id.clone(), self.config, rng_seed, Instant::ZERO);
-        if !self.seeds.is_empty() {
+        if self.seeds.is_empty() {
+            node.handle(Instant::ZERO, Input::Command(Command::Bootstrap)).expect("bootstrap takes no input");
+        } else {
             node.handle(Instant::ZERO, Input::Command(Command::Join(self.seeds))).expect("seed count checked above");
         }
         let (commands_tx, commands) = mpsc::channel(COMMANDS_MAX);
@@ -452,6 +455,15 @@ fn log_event(event: &Event) {
         Event::Isolated => tracing::warn!("no live member known (re-announcing to the seeds, if any)"),
         Event::Rejoined(id) => tracing::warn!(new_id = %id, "was declared down; rejoined with a new incarnation"),
         Event::Left => tracing::info!("leaving the cluster"),
+        Event::Epoch(EpochEvent::EpochLearned { epoch, hash }) => {
+            tracing::info!(epoch, hash = %format!("{hash:016x}"), "learned a committed configuration")
+        }
+        Event::Epoch(EpochEvent::EpochCommitted { epoch, .. }) => tracing::debug!(epoch, "committed"),
+        Event::Epoch(EpochEvent::VoteCommitted { target, by }) => {
+            tracing::info!(%target, %by, "suspicion vote committed")
+        }
+        Event::Epoch(EpochEvent::LeaseRenewed { .. }) => tracing::trace!("lease renewed"),
+        Event::Epoch(EpochEvent::Removed) => tracing::warn!("removed from the configuration"),
     }
 }
 

@@ -1,0 +1,944 @@
+//! The epoch store: an embedded Raft group of voters that commits ring
+//! configurations, suspicion votes and answers lease renewals.
+//!
+//! raft-rs is sans-IO (tick / step / ready / advance), so it runs inside the
+//! engine unchanged, driven by the engine's clock and timers. Its election
+//! timeout is not drawn from raft-rs's thread-local generator: the election
+//! tick range holds a single value, and the randomness comes from this
+//! node's seeded tick jitter instead.
+//!
+//! Every node (voter or not) keeps what it has learned — the latest
+//! configuration, the leader, its lease — and renews its lease with the
+//! leader every `lease_renew`. The leader batches membership evidence (SWIM
+//! joins and restarts, leave requests, suspicion votes, lapsed leases) into
+//! one epoch once nothing new has happened for `stable_after`, and keeps the
+//! number of voters at `voters` among the active members.
+//!
+//! The Raft log and state live in memory: a restarted node is a new Raft
+//! peer (its Raft id includes its incarnation) and the old one is removed
+//! with its old life. Losing a majority of the voters at once loses the
+//! store.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType, Message as RaftMessage, MessageType};
+use raft::{RawNode, StateRole, storage::MemStorage};
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use super::config::Config;
+use super::epoch::{Changes, Configuration, MemberStatus};
+use super::id::{NodeId, write_addr_bytes};
+use super::time::Instant;
+use super::wire::{EpochMsg, LeaseStatus, Message};
+
+/// Lease requests the leader has taken but not answered yet; past it, new
+/// ones are refused (the requester retries at its next renewal).
+pub const LEASE_READS_MAX: usize = 4096;
+/// Configurations a voter keeps for answering fetches and checks.
+pub const CHAIN_KEPT_MAX: usize = 64;
+/// Raft ticks per election timeout (one value: see the module docs).
+const ELECTION_TICKS: usize = 10;
+/// Raft ticks per leader heartbeat.
+const HEARTBEAT_TICKS: usize = 2;
+/// How long a proposed epoch may stay uncommitted before the leader proposes
+/// again.
+const PROPOSAL_RETRY: Duration = Duration::from_secs(5);
+/// How long a fetch of a configuration may stay unanswered before another.
+const FETCH_RETRY: Duration = Duration::from_secs(1);
+/// Lease requests remembered (by sequence number) for their send times.
+const LEASE_SENT_KEPT: usize = 16;
+
+/// What the store asks the node to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StoreOutput {
+    /// Send a message to a peer.
+    Send(SocketAddr, Message),
+    /// Spread `(epoch, hash)` by SWIM gossip.
+    Announce(u64, u64),
+    /// Tell the host.
+    Event(StoreEvent),
+}
+
+/// Epoch-store events, for the host and for netsim's checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreEvent {
+    /// This node learned a newer configuration.
+    EpochLearned {
+        /// Its epoch.
+        epoch: u64,
+        /// Its hash.
+        hash: u64,
+    },
+    /// This voter applied a committed configuration (every voter reports
+    /// each one).
+    EpochCommitted {
+        /// Its epoch.
+        epoch: u64,
+        /// Its hash.
+        hash: u64,
+    },
+    /// This voter applied a committed suspicion vote.
+    VoteCommitted {
+        /// The suspected life.
+        target: NodeId,
+        /// Who suspects it.
+        by: NodeId,
+    },
+    /// The leader granted this node's lease, until `lease_end` on its clock.
+    LeaseRenewed {
+        /// The new end of the lease.
+        lease_end: Instant,
+    },
+    /// The store says this life was removed from the configuration: stop and
+    /// rejoin as a new life.
+    Removed,
+}
+
+/// A committed log entry's payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+enum StoreEntry {
+    Epoch(Configuration),
+    Vote { target: NodeId, by: NodeId },
+}
+
+/// The Raft id of one life of a node: a stable hash of its address and
+/// incarnation, never zero (Raft's "none").
+pub fn raft_id(id: &NodeId) -> u64 {
+    let mut bytes = Vec::with_capacity(32);
+    write_addr_bytes(&id.addr, &mut bytes);
+    bytes.extend_from_slice(&id.incarnation.to_be_bytes());
+    let mut h = hashring::DefaultHashBuilder.build_hasher();
+    h.write(&bytes);
+    h.finish() | 1
+}
+
+struct Raft {
+    node: RawNode<MemStorage>,
+    /// The founding voter's Raft id: every member of the group starts from
+    /// the same initial state, a configuration of that one voter.
+    origin: u64,
+    applied: u64,
+}
+
+struct PendingRead {
+    from: SocketAddr,
+    id: NodeId,
+    seq: u64,
+    member_of: Option<u64>,
+}
+
+/// What only the leader keeps.
+#[derive(Default)]
+struct Leadership {
+    since: Option<Instant>,
+    last_renewal: BTreeMap<SocketAddr, Instant>,
+    leave_requests: BTreeSet<NodeId>,
+    wanted: Changes,
+    wanted_since: Option<Instant>,
+    proposed: Option<(u64, Instant)>,
+    proposed_votes: BTreeSet<(NodeId, NodeId)>,
+    conf_change_at: Option<Instant>,
+    reads: BTreeMap<u64, PendingRead>,
+    next_read: u64,
+}
+
+/// Counters for status and netsim.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Configurations this voter applied.
+    pub epochs_applied: u64,
+    /// Votes this voter applied.
+    pub votes_applied: u64,
+    /// Leases granted to this node.
+    pub lease_renewals: u64,
+    /// Lease requests this node sent.
+    pub lease_requests: u64,
+}
+
+/// One node's part of the epoch store.
+pub(crate) struct EpochStore {
+    cfg: Config,
+    me: NodeId,
+    raft: Option<Raft>,
+    next_tick: Option<Instant>,
+    rng: Xoshiro256PlusPlus,
+    latest: Option<Configuration>,
+    chain: BTreeMap<u64, Configuration>,
+    announced: BTreeMap<u64, u64>,
+    fetch: Option<(SocketAddr, u64, Instant)>,
+    leader: Option<SocketAddr>,
+    voters: Vec<SocketAddr>,
+    peers: BTreeMap<u64, SocketAddr>,
+    lease_end: Option<Instant>,
+    lease_seq: u64,
+    lease_sent: BTreeMap<u64, Instant>,
+    /// The latest lease request that got an answer (grant or redirect).
+    lease_answered: u64,
+    next_renew: Instant,
+    member_of: Option<u64>,
+    seeds: Vec<SocketAddr>,
+    swim_alive: BTreeMap<SocketAddr, NodeId>,
+    swim_down: BTreeSet<NodeId>,
+    leaving: bool,
+    votes: BTreeMap<NodeId, BTreeSet<NodeId>>,
+    leadership: Leadership,
+    outputs: Vec<StoreOutput>,
+    stats: StoreStats,
+}
+
+impl EpochStore {
+    pub(crate) fn new(me: NodeId, cfg: Config, seed: u64, now: Instant) -> EpochStore {
+        let mut swim_alive = BTreeMap::new();
+        swim_alive.insert(me.addr, me.clone());
+        EpochStore {
+            rng: Xoshiro256PlusPlus::seed_from_u64(seed),
+            next_renew: now,
+            me,
+            cfg,
+            raft: None,
+            next_tick: None,
+            latest: None,
+            chain: BTreeMap::new(),
+            announced: BTreeMap::new(),
+            fetch: None,
+            leader: None,
+            voters: Vec::new(),
+            peers: BTreeMap::new(),
+            lease_end: None,
+            lease_seq: 0,
+            lease_sent: BTreeMap::new(),
+            lease_answered: 0,
+            member_of: None,
+            seeds: Vec::new(),
+            swim_alive,
+            swim_down: BTreeSet::new(),
+            leaving: false,
+            votes: BTreeMap::new(),
+            leadership: Leadership::default(),
+            outputs: Vec::new(),
+            stats: StoreStats::default(),
+        }
+    }
+
+    pub(crate) fn drain(&mut self) -> std::vec::Drain<'_, StoreOutput> {
+        self.outputs.drain(..)
+    }
+
+    pub(crate) fn stats(&self) -> StoreStats {
+        self.stats
+    }
+
+    /// The latest configuration this node knows.
+    pub(crate) fn latest(&self) -> Option<&Configuration> {
+        self.latest.as_ref()
+    }
+
+    pub(crate) fn leader(&self) -> Option<SocketAddr> {
+        self.leader
+    }
+
+    pub(crate) fn voters(&self) -> &[SocketAddr] {
+        &self.voters
+    }
+
+    pub(crate) fn lease_end(&self) -> Option<Instant> {
+        self.lease_end
+    }
+
+    pub(crate) fn is_voter(&self) -> bool {
+        self.raft.is_some()
+    }
+
+    pub(crate) fn is_leader(&self) -> bool {
+        self.raft.as_ref().is_some_and(|r| r.node.raft.state == StateRole::Leader)
+    }
+
+    pub(crate) fn set_seeds(&mut self, seeds: &[SocketAddr]) {
+        self.seeds = seeds.to_vec();
+    }
+
+    /// Whether this life is a member of the latest configuration.
+    pub(crate) fn is_member(&self) -> bool {
+        self.latest.as_ref().is_some_and(|c| c.contains(&self.me))
+    }
+
+    /// Whether this life was a member and a later configuration no longer
+    /// has it.
+    pub(crate) fn was_removed(&self) -> bool {
+        match (self.member_of, &self.latest) {
+            (Some(e), Some(c)) => c.epoch > e && !c.contains(&self.me),
+            _ => false,
+        }
+    }
+
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        let fetch_retry = self.fetch.map(|(_, _, at)| at + FETCH_RETRY);
+        [self.next_tick, Some(self.next_renew), fetch_retry].into_iter().flatten().min()
+    }
+
+    /// Starts a new cluster: this node is the only voter and commits epoch 1
+    /// with itself.
+    pub(crate) fn bootstrap(&mut self, now: Instant) {
+        if self.raft.is_some() {
+            return;
+        }
+        let origin = raft_id(&self.me);
+        self.start_raft(origin, now);
+        if let Some(raft) = &mut self.raft
+            && let Err(e) = raft.node.campaign()
+        {
+            tracing::warn!(error = %e, "bootstrap campaign");
+        }
+        self.process_ready(now);
+        self.lead(now);
+        self.process_ready(now);
+    }
+
+    fn start_raft(&mut self, origin: u64, now: Instant) {
+        let id = raft_id(&self.me);
+        let config = raft::Config {
+            id,
+            election_tick: ELECTION_TICKS,
+            heartbeat_tick: HEARTBEAT_TICKS,
+            min_election_tick: ELECTION_TICKS,
+            max_election_tick: ELECTION_TICKS + 1,
+            pre_vote: true,
+            check_quorum: true,
+            ..raft::Config::default()
+        };
+        let storage = MemStorage::new();
+        storage.initialize_with_conf_state((vec![origin], vec![]));
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        match RawNode::new(&config, storage, &logger) {
+            Ok(node) => {
+                self.raft = Some(Raft { node, origin, applied: 0 });
+                self.peers.insert(id, self.me.addr);
+                self.schedule_tick(now);
+            }
+            Err(e) => tracing::error!(error = %e, "cannot start the Raft node"),
+        }
+    }
+
+    fn schedule_tick(&mut self, now: Instant) {
+        // ±20% jitter per tick: this is where elections desynchronize.
+        let base = self.cfg.raft_tick.as_micros() as u64;
+        let jitter = self.rng.random_range(base * 8 / 10..=base * 12 / 10);
+        self.next_tick = Some(now + Duration::from_micros(jitter));
+    }
+
+    /// A change in this node's SWIM view.
+    pub(crate) fn member_up(&mut self, id: &NodeId) {
+        self.swim_down.remove(id);
+        if self.swim_alive.get(&id.addr).is_none_or(|known| known.incarnation <= id.incarnation) {
+            self.swim_alive.insert(id.addr, id.clone());
+        }
+    }
+
+    pub(crate) fn member_down(&mut self, id: &NodeId, now: Instant) {
+        if self.swim_alive.get(&id.addr) == Some(id) {
+            self.swim_alive.remove(&id.addr);
+        }
+        if self.latest.as_ref().is_some_and(|c| c.contains(id)) {
+            self.swim_down.insert(id.clone());
+            self.send_votes(now);
+        }
+    }
+
+    /// This node's identity changed (it rejoined as a new life): it is a new
+    /// Raft peer, with no lease and no membership yet.
+    pub(crate) fn renew_identity(&mut self, new: NodeId) {
+        self.swim_alive.remove(&self.me.addr);
+        self.me = new;
+        self.swim_alive.insert(self.me.addr, self.me.clone());
+        self.raft = None;
+        self.next_tick = None;
+        self.leadership = Leadership::default();
+        self.lease_end = None;
+        self.member_of = None;
+        self.leaving = false;
+    }
+
+    /// Ask the leader to mark this node leaving (and, for now, remove it).
+    pub(crate) fn request_leave(&mut self, now: Instant) {
+        self.leaving = true;
+        self.send_leave(now);
+    }
+
+    fn send_leave(&mut self, now: Instant) {
+        let msg = EpochMsg::Leave { id: self.me.clone() };
+        if self.is_leader() {
+            self.leadership.leave_requests.insert(self.me.clone());
+            self.lead(now);
+        } else if let Some(leader) = self.leader {
+            self.send(leader, msg);
+        }
+    }
+
+    fn send_votes(&mut self, now: Instant) {
+        if !self.is_member() {
+            return;
+        }
+        let votes: Vec<NodeId> = self
+            .swim_down
+            .iter()
+            .filter(|t| self.latest.as_ref().is_some_and(|c| c.contains(t)))
+            .filter(|t| !self.votes.get(*t).is_some_and(|by| by.contains(&self.me)))
+            .cloned()
+            .collect();
+        for target in votes {
+            if self.is_leader() {
+                self.propose_vote(target, self.me.clone(), now);
+            } else if let Some(leader) = self.leader {
+                self.send(leader, EpochMsg::Vote { target, by: self.me.clone() });
+            }
+        }
+    }
+
+    /// `(epoch, hash)` heard by gossip from `from`.
+    pub(crate) fn heard(&mut self, epoch: u64, hash: u64, from: Option<SocketAddr>, now: Instant) {
+        let known = self.latest.as_ref().map_or(0, |c| c.epoch);
+        if epoch <= known {
+            return;
+        }
+        self.announced.insert(epoch, hash);
+        while self.announced.len() > CHAIN_KEPT_MAX {
+            self.announced.pop_first();
+        }
+        if let Some(from) = from.or(self.leader) {
+            self.fetch_from(from, epoch, now);
+        }
+    }
+
+    fn fetch_from(&mut self, from: SocketAddr, epoch: u64, now: Instant) {
+        if self.fetch.is_some_and(|(_, e, at)| e >= epoch && now < at + FETCH_RETRY) {
+            return;
+        }
+        self.fetch = Some((from, epoch, now));
+        self.send(from, EpochMsg::Fetch { epoch });
+    }
+
+    /// Takes a configuration as learned, if it is newer than what this node
+    /// knows. Returns whether it was.
+    fn learn(&mut self, config: Configuration, now: Instant) -> bool {
+        let known = self.latest.as_ref().map_or(0, |c| c.epoch);
+        if config.epoch <= known || !config.is_well_formed() {
+            return false;
+        }
+        let hash = config.hash();
+        if self.announced.get(&config.epoch).is_some_and(|&h| h != hash) {
+            tracing::warn!(epoch = config.epoch, "a configuration does not match its announced hash; ignored");
+            return false;
+        }
+        if self.fetch.is_some_and(|(_, e, _)| e <= config.epoch) {
+            self.fetch = None;
+        }
+        if config.contains(&self.me) {
+            self.member_of = Some(config.epoch);
+        }
+        for m in &config.members {
+            self.peers.insert(raft_id(&m.id), m.id.addr);
+        }
+        // Votes about lives no longer in the configuration are moot.
+        self.swim_down.retain(|t| config.contains(t));
+        self.outputs.push(StoreOutput::Event(StoreEvent::EpochLearned { epoch: config.epoch, hash }));
+        self.outputs.push(StoreOutput::Announce(config.epoch, hash));
+        self.latest = Some(config);
+        if self.was_removed() {
+            self.outputs.push(StoreOutput::Event(StoreEvent::Removed));
+        }
+        let _ = now;
+        true
+    }
+
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        if self.next_tick.is_some_and(|t| t <= now) {
+            if let Some(raft) = &mut self.raft {
+                raft.node.tick();
+            }
+            self.schedule_tick(now);
+            self.process_ready(now);
+            self.lead(now);
+            self.process_ready(now);
+        }
+        if self.next_renew <= now {
+            self.next_renew = now + self.cfg.lease_renew;
+            self.renew_lease(now);
+            self.send_votes(now);
+            if self.leaving {
+                self.send_leave(now);
+            }
+        }
+        if let Some((from, epoch, at)) = self.fetch
+            && now >= at + FETCH_RETRY
+        {
+            // Ask someone else: the leader if known, else the same node.
+            let target = self.leader.unwrap_or(from);
+            self.fetch = None;
+            self.fetch_from(target, epoch, now);
+        }
+    }
+
+    fn renew_lease(&mut self, now: Instant) {
+        // The last request went unanswered: the leader we know of may be
+        // gone. Ask around instead.
+        if self.lease_seq > self.lease_answered {
+            self.leader = None;
+        }
+        let target = self.leader.or_else(|| {
+            let candidates: Vec<SocketAddr> = if !self.voters.is_empty() {
+                self.voters.clone()
+            } else if let Some(c) = &self.latest {
+                c.members.iter().map(|m| m.id.addr).collect()
+            } else if !self.seeds.is_empty() {
+                self.seeds.clone()
+            } else {
+                self.swim_alive.keys().copied().collect()
+            };
+            if candidates.is_empty() { None } else { Some(candidates[self.rng.random_range(0..candidates.len())]) }
+        });
+        let Some(target) = target else { return };
+        self.lease_seq += 1;
+        self.lease_sent.insert(self.lease_seq, now);
+        while self.lease_sent.len() > LEASE_SENT_KEPT {
+            self.lease_sent.pop_first();
+        }
+        self.stats.lease_requests += 1;
+        let msg = EpochMsg::LeaseRequest { id: self.me.clone(), seq: self.lease_seq, member_of: self.member_of };
+        if target == self.me.addr {
+            self.handle_message(self.me.addr, msg, now);
+        } else {
+            self.send(target, msg);
+        }
+    }
+
+    fn send(&mut self, to: SocketAddr, msg: EpochMsg) {
+        self.outputs.push(StoreOutput::Send(to, Message::Epoch(msg)));
+    }
+
+    /// A Raft message from a peer.
+    pub(crate) fn handle_raft(
+        &mut self,
+        from: SocketAddr,
+        origin: u64,
+        bytes: &[u8],
+        now: Instant,
+    ) -> Result<(), String> {
+        let msg = RaftMessage::parse_from_bytes(bytes).map_err(|e| format!("bad Raft message: {e}"))?;
+        if msg.to != raft_id(&self.me) {
+            return Err(format!("Raft message for peer {:x}, not this life", msg.to));
+        }
+        self.peers.insert(msg.from, from);
+        if self.raft.is_none() {
+            let initial = matches!(
+                msg.get_msg_type(),
+                MessageType::MsgAppend
+                    | MessageType::MsgHeartbeat
+                    | MessageType::MsgSnapshot
+                    | MessageType::MsgRequestVote
+                    | MessageType::MsgRequestPreVote
+            );
+            if !initial {
+                return Ok(());
+            }
+            self.start_raft(origin, now);
+        }
+        let raft = self.raft.as_mut().expect("started above");
+        if raft.origin != origin {
+            return Err(format!("Raft message of another group (origin {origin:x})"));
+        }
+        raft.node.step(msg).map_err(|e| format!("Raft rejected a message: {e}"))?;
+        self.process_ready(now);
+        self.lead(now);
+        self.process_ready(now);
+        Ok(())
+    }
+
+    /// An epoch-store message from a peer (or from this node to itself).
+    pub(crate) fn handle_message(&mut self, from: SocketAddr, msg: EpochMsg, now: Instant) {
+        match msg {
+            EpochMsg::LeaseRequest { id, seq, member_of } => {
+                if !self.is_leader() {
+                    let leader = self.leader;
+                    self.reply(from, EpochMsg::NotLeader { seq, leader }, now);
+                    return;
+                }
+                let l = &mut self.leadership;
+                if l.reads.len() >= LEASE_READS_MAX {
+                    let leader = self.leader;
+                    self.reply(from, EpochMsg::NotLeader { seq, leader }, now);
+                    return;
+                }
+                let ctx = l.next_read;
+                l.next_read += 1;
+                l.reads.insert(ctx, PendingRead { from, id, seq, member_of });
+                if let Some(raft) = &mut self.raft {
+                    raft.node.read_index(ctx.to_be_bytes().to_vec());
+                }
+                self.process_ready(now);
+            }
+            EpochMsg::LeaseGrant { seq, status, epoch, hash, leader, voters } => {
+                self.lease_answered = self.lease_answered.max(seq);
+                self.leader = Some(leader);
+                self.voters = voters;
+                let known = self.latest.as_ref().map_or(0, |c| c.epoch);
+                if epoch > known {
+                    self.heard(epoch, hash, Some(leader), now);
+                }
+                match status {
+                    LeaseStatus::Granted => {
+                        if let Some(&sent) = self.lease_sent.get(&seq) {
+                            let end = sent + self.cfg.lease;
+                            if self.lease_end.is_none_or(|e| e < end) {
+                                self.lease_end = Some(end);
+                                self.stats.lease_renewals += 1;
+                                self.outputs.push(StoreOutput::Event(StoreEvent::LeaseRenewed { lease_end: end }));
+                            }
+                        }
+                    }
+                    LeaseStatus::Removed => {
+                        if self.member_of.is_some() {
+                            self.lease_end = None;
+                            self.outputs.push(StoreOutput::Event(StoreEvent::Removed));
+                        }
+                    }
+                    LeaseStatus::NotMember => {}
+                }
+            }
+            EpochMsg::NotLeader { seq, leader } => {
+                // A hint; with none, the next renewal tries another node.
+                self.lease_answered = self.lease_answered.max(seq);
+                self.leader = leader.filter(|&l| l != from);
+            }
+            EpochMsg::Vote { target, by } => {
+                if self.is_leader() {
+                    self.propose_vote(target, by, now);
+                }
+            }
+            EpochMsg::Leave { id } => {
+                if self.is_leader() {
+                    self.leadership.leave_requests.insert(id);
+                    self.lead(now);
+                }
+            }
+            EpochMsg::Fetch { epoch } => {
+                let answer = self
+                    .latest
+                    .as_ref()
+                    .filter(|c| c.epoch >= epoch)
+                    .cloned()
+                    .or_else(|| self.chain.get(&epoch).cloned());
+                if let Some(config) = answer {
+                    self.send(from, EpochMsg::Config(config));
+                }
+            }
+            EpochMsg::Config(config) => {
+                self.learn(config, now);
+            }
+        }
+    }
+
+    fn reply(&mut self, to: SocketAddr, msg: EpochMsg, now: Instant) {
+        if to == self.me.addr {
+            self.handle_message(to, msg, now);
+        } else {
+            self.send(to, msg);
+        }
+    }
+
+    fn propose_vote(&mut self, target: NodeId, by: NodeId, now: Instant) {
+        let known = self.votes.get(&target).is_some_and(|v| v.contains(&by));
+        let key = (target.clone(), by.clone());
+        if known || self.leadership.proposed_votes.contains(&key) {
+            return;
+        }
+        if let Some(raft) = &mut self.raft {
+            let data = rmp_serde::to_vec(&StoreEntry::Vote { target, by }).expect("a vote encodes");
+            if raft.node.propose(vec![], data).is_ok() {
+                self.leadership.proposed_votes.insert(key);
+            }
+        }
+        self.process_ready(now);
+    }
+
+    /// Runs Raft's ready loop: send, persist (in memory), apply.
+    fn process_ready(&mut self, now: Instant) {
+        for _ in 0..16 {
+            let Some(raft) = &mut self.raft else { return };
+            if !raft.node.has_ready() {
+                break;
+            }
+            let mut ready = raft.node.ready();
+            let mut messages = ready.take_messages();
+            let store = raft.node.raft.raft_log.store.clone();
+            if *ready.snapshot() != raft::eraftpb::Snapshot::default() {
+                let _ = store.wl().apply_snapshot(ready.snapshot().clone());
+            }
+            let committed = ready.take_committed_entries();
+            let read_states = ready.take_read_states();
+            if let Err(e) = store.wl().append(ready.entries()) {
+                tracing::error!(error = %e, "Raft log append");
+            }
+            if let Some(hs) = ready.hs() {
+                store.wl().set_hardstate(hs.clone());
+            }
+            messages.extend(ready.take_persisted_messages());
+            let mut light = raft.node.advance(ready);
+            if let Some(commit) = light.commit_index() {
+                store.wl().mut_hard_state().set_commit(commit);
+            }
+            messages.extend(light.take_messages());
+            let mut committed = committed;
+            committed.extend(light.take_committed_entries());
+            self.send_raft(messages);
+            self.apply(committed, now);
+            if let Some(raft) = &mut self.raft {
+                raft.node.advance_apply();
+            }
+            self.answer_reads(read_states, now);
+        }
+        self.refresh_leader(now);
+    }
+
+    fn send_raft(&mut self, messages: Vec<RaftMessage>) {
+        let Some(origin) = self.raft.as_ref().map(|r| r.origin) else { return };
+        for msg in messages {
+            let Some(&to) = self.peers.get(&msg.to) else {
+                tracing::debug!(peer = msg.to, "no address for a Raft peer");
+                continue;
+            };
+            match msg.write_to_bytes() {
+                Ok(bytes) => self.outputs.push(StoreOutput::Send(to, Message::Raft { origin, bytes })),
+                Err(e) => tracing::error!(error = %e, "encoding a Raft message"),
+            }
+        }
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>, now: Instant) {
+        for entry in entries {
+            if let Some(raft) = &mut self.raft {
+                raft.applied = raft.applied.max(entry.index);
+            }
+            if entry.data.is_empty() {
+                continue;
+            }
+            match entry.get_entry_type() {
+                EntryType::EntryConfChange => {
+                    let mut cc = ConfChange::default();
+                    if cc.merge_from_bytes(&entry.data).is_err() {
+                        continue;
+                    }
+                    if let Some(raft) = &mut self.raft {
+                        match raft.node.apply_conf_change(&cc) {
+                            Ok(cs) => raft.node.raft.raft_log.store.wl().set_conf_state(cs),
+                            Err(e) => tracing::warn!(error = %e, "conf change"),
+                        }
+                    }
+                    self.leadership.conf_change_at = None;
+                }
+                EntryType::EntryNormal => match rmp_serde::from_slice::<StoreEntry>(&entry.data) {
+                    Ok(StoreEntry::Epoch(config)) => self.apply_epoch(config, now),
+                    Ok(StoreEntry::Vote { target, by }) => {
+                        self.leadership.proposed_votes.remove(&(target.clone(), by.clone()));
+                        let valid = self.latest.as_ref().is_some_and(|c| c.contains(&target) && c.contains(&by));
+                        if valid && self.votes.entry(target.clone()).or_default().insert(by.clone()) {
+                            self.stats.votes_applied += 1;
+                            self.outputs.push(StoreOutput::Event(StoreEvent::VoteCommitted { target, by }));
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "undecodable committed entry"),
+                },
+                EntryType::EntryConfChangeV2 => {}
+            }
+        }
+    }
+
+    fn apply_epoch(&mut self, config: Configuration, now: Instant) {
+        let applied = self.chain.last_key_value().map_or(0, |(&e, _)| e);
+        // The chain is one chain: only the next epoch applies; a proposal
+        // that lost a race is dropped the same way on every voter.
+        if config.epoch != applied + 1 || !config.is_well_formed() {
+            return;
+        }
+        let hash = config.hash();
+        self.stats.epochs_applied += 1;
+        self.outputs.push(StoreOutput::Event(StoreEvent::EpochCommitted { epoch: config.epoch, hash }));
+        self.votes.retain(|target, _| config.contains(target));
+        if self.leadership.proposed.is_some_and(|(e, _)| e <= config.epoch) {
+            self.leadership.proposed = None;
+        }
+        self.chain.insert(config.epoch, config.clone());
+        while self.chain.len() > CHAIN_KEPT_MAX {
+            self.chain.pop_first();
+        }
+        self.learn(config, now);
+    }
+
+    fn answer_reads(&mut self, states: Vec<raft::ReadState>, now: Instant) {
+        for state in states {
+            let Ok(ctx) = <[u8; 8]>::try_from(state.request_ctx.as_slice()) else { continue };
+            let Some(read) = self.leadership.reads.remove(&u64::from_be_bytes(ctx)) else { continue };
+            let Some(config) = self.latest.clone() else {
+                let leader = self.leader;
+                self.reply(read.from, EpochMsg::NotLeader { seq: read.seq, leader }, now);
+                continue;
+            };
+            let status = if config.contains(&read.id) {
+                self.leadership.last_renewal.insert(read.id.addr, now);
+                LeaseStatus::Granted
+            } else if read.member_of.is_some_and(|e| config.epoch > e) {
+                LeaseStatus::Removed
+            } else {
+                LeaseStatus::NotMember
+            };
+            let grant = EpochMsg::LeaseGrant {
+                seq: read.seq,
+                status,
+                epoch: config.epoch,
+                hash: config.hash(),
+                leader: self.me.addr,
+                voters: self.voter_addrs(),
+            };
+            self.reply(read.from, grant, now);
+        }
+    }
+
+    fn voter_addrs(&self) -> Vec<SocketAddr> {
+        let Some(raft) = &self.raft else { return Vec::new() };
+        let mut out: Vec<SocketAddr> =
+            raft.node.raft.prs().conf().voters().ids().iter().filter_map(|id| self.peers.get(&id).copied()).collect();
+        out.sort();
+        out
+    }
+
+    fn refresh_leader(&mut self, now: Instant) {
+        let Some(raft) = &self.raft else { return };
+        let leader_id = raft.node.raft.leader_id;
+        let is_leader = raft.node.raft.state == StateRole::Leader;
+        if leader_id != 0
+            && let Some(&addr) = self.peers.get(&leader_id)
+        {
+            self.leader = Some(addr);
+        }
+        self.voters = self.voter_addrs();
+        if is_leader && self.leadership.since.is_none() {
+            self.leadership = Leadership { since: Some(now), ..Leadership::default() };
+        } else if !is_leader && self.leadership.since.is_some() {
+            // Deposed: pending lease reads will never be answered here.
+            let reads = std::mem::take(&mut self.leadership.reads);
+            for read in reads.into_values() {
+                let leader = self.leader;
+                self.reply(read.from, EpochMsg::NotLeader { seq: read.seq, leader }, now);
+            }
+            self.leadership = Leadership::default();
+        }
+    }
+
+    /// The leader's work: batch membership evidence into the next epoch, and
+    /// keep the voter set.
+    fn lead(&mut self, now: Instant) {
+        if !self.is_leader() {
+            return;
+        }
+        let Some(since) = self.leadership.since else { return };
+        let Some(latest) = self.chain.last_key_value().map(|(_, c)| c.clone()) else {
+            // A fresh group: commit the first configuration at once.
+            if self.leadership.proposed.is_none_or(|(_, at)| now >= at + PROPOSAL_RETRY) {
+                let first = Configuration::first(self.me.clone(), self.cfg.vnodes, self.cfg.replication);
+                self.propose_epoch(first, now);
+            }
+            return;
+        };
+        let wanted = self.wanted_changes(&latest, since, now);
+        if wanted != self.leadership.wanted {
+            self.leadership.wanted = wanted.clone();
+            self.leadership.wanted_since = Some(now);
+        }
+        let stable = self.leadership.wanted_since.is_some_and(|t| now >= t + self.cfg.stable_after);
+        let free = self.leadership.proposed.is_none_or(|(_, at)| now >= at + PROPOSAL_RETRY);
+        if !wanted.is_empty()
+            && stable
+            && free
+            && let Some(next) = latest.next(&wanted)
+        {
+            self.propose_epoch(next, now);
+        }
+        self.manage_voters(&latest, now);
+    }
+
+    fn wanted_changes(&self, latest: &Configuration, since: Instant, now: Instant) -> Changes {
+        let mut changes = Changes::default();
+        for id in self.swim_alive.values() {
+            let newer = latest.member(id.addr).is_none_or(|m| m.id.incarnation < id.incarnation);
+            if newer && !self.leadership.leave_requests.contains(id) {
+                changes.joins.push(id.clone());
+            }
+        }
+        let expiry = self.cfg.lease * 2;
+        for m in &latest.members {
+            let id = &m.id;
+            let voted = self.votes.get(id).is_some_and(|v| v.len() >= usize::from(self.cfg.suspicion_votes));
+            let lapsed = id != &self.me
+                && now >= since + expiry
+                && self.leadership.last_renewal.get(&id.addr).is_none_or(|&t| now >= t + expiry);
+            if m.status == MemberStatus::Leaving || voted || lapsed {
+                changes.removals.push(id.clone());
+            } else if self.leadership.leave_requests.contains(id) {
+                changes.leaving.push(id.clone());
+            }
+        }
+        changes
+    }
+
+    fn propose_epoch(&mut self, config: Configuration, now: Instant) {
+        let epoch = config.epoch;
+        let data = rmp_serde::to_vec(&StoreEntry::Epoch(config)).expect("a configuration encodes");
+        if let Some(raft) = &mut self.raft
+            && raft.node.propose(vec![], data).is_ok()
+        {
+            self.leadership.proposed = Some((epoch, now));
+            tracing::debug!(epoch, "proposed");
+        }
+        self.process_ready(now);
+    }
+
+    /// Keeps `voters` voters among the active members: removes voters whose
+    /// life left the configuration, adds active members (lowest address
+    /// first) while there are too few. One change at a time.
+    fn manage_voters(&mut self, latest: &Configuration, now: Instant) {
+        if self.leadership.conf_change_at.is_some_and(|at| now < at + PROPOSAL_RETRY) {
+            return;
+        }
+        let Some(raft) = &mut self.raft else { return };
+        if raft.node.raft.has_pending_conf() {
+            return;
+        }
+        let voters: BTreeSet<u64> = raft.node.raft.prs().conf().voters().ids().iter().collect();
+        let active: Vec<u64> =
+            latest.members.iter().filter(|m| m.status == MemberStatus::Active).map(|m| raft_id(&m.id)).collect();
+        let me = raft_id(&self.me);
+        let stale = voters.iter().copied().find(|v| !active.contains(v) && *v != me);
+        let target = usize::from(self.cfg.voters).min(active.len());
+        let change = if let Some(stale) = stale {
+            Some((ConfChangeType::RemoveNode, stale))
+        } else if voters.len() < target {
+            active.iter().copied().find(|a| !voters.contains(a)).map(|a| (ConfChangeType::AddNode, a))
+        } else {
+            None
+        };
+        let Some((kind, node_id)) = change else { return };
+        let mut cc = ConfChange::default();
+        cc.set_change_type(kind);
+        cc.node_id = node_id;
+        if raft.node.propose_conf_change(vec![], cc).is_ok() {
+            self.leadership.conf_change_at = Some(now);
+            tracing::debug!(?kind, node_id, "proposed a voter change");
+        }
+        self.process_ready(now);
+    }
+}
