@@ -267,12 +267,18 @@ mod tests {
 
     #[test]
     fn table_has_a_row_per_member() {
-        let table = members_table(&[MemberInfo {
-            name: "a".into(),
-            addr: "127.0.0.1:7001".parse().unwrap(),
+        let member = |name: &str, port: u16| MemberInfo {
+            name: name.into(),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
             incarnation: 7,
             state: MemberState::Suspect,
-        }]);
-        assert_eq!(table, "NAME  ADDRESS           INCARNATION  STATE\na     127.0.0.1:7001              7  suspect\n");
+        };
+        let table = members_table(&[member("a", 7001), member("b", 7002)], &["b".to_string()]);
+        assert_eq!(
+            table,
+            "NAME  ADDRESS           INCARNATION  STATE    VOTER\n\
+             a     127.0.0.1:7001              7  suspect  \n\
+             b     127.0.0.1:7002              7  suspect  voter\n"
+        );
     }
 }

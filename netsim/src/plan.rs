@@ -227,6 +227,10 @@ pub struct Expect {
     /// errors while the loss on the network is at most this (and reported
     /// above it).
     pub no_false_down_at_loss_max: f64,
+    /// `(from_ms, max)`: at most `max` epochs may commit from `from_ms` on
+    /// (the batching check).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epochs_after: Option<(u64, u64)>,
 }
 
 impl Plan {

@@ -33,6 +33,8 @@ pub struct Report {
     pub membership: Membership,
     /// Traffic.
     pub traffic: Traffic,
+    /// The epoch store: the only consensus in the system.
+    pub epochs: Epochs,
     /// Each check and its outcome.
     pub checks: Vec<Check>,
     /// `"pass"` or `"fail"`.
@@ -78,6 +80,22 @@ pub struct Membership {
     /// Milliseconds from the last fault until every running node's view
     /// equalled the true membership; `null` if it never did.
     pub converge_ms: Option<u64>,
+}
+
+/// What the epoch store did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Epochs {
+    /// Distinct epochs committed.
+    pub epochs_committed: u64,
+    /// Committed log entries that are epochs or suspicion votes: what the
+    /// cluster paid in consensus.
+    pub consensus_instances: u64,
+    /// Distinct suspicion votes committed.
+    pub suspicion_votes: u64,
+    /// Leases granted, summed over nodes.
+    pub lease_renewals: u64,
+    /// The latest committed epoch.
+    pub latest_epoch: u64,
 }
 
 /// Packets sent.

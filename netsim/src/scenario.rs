@@ -43,6 +43,12 @@ pub const SCENARIOS: &[Scenario] = &[
         min_duration_s: 15,
         build: join_storm,
     },
+    Scenario {
+        name: "join-batch",
+        about: "a formed cluster; 10 nodes join within 1 s (inside one batching window) at 20 s",
+        min_duration_s: 40,
+        build: join_batch,
+    },
     Scenario { name: "crash", about: "10% of the nodes crash at once at 20 s", min_duration_s: 60, build: crash },
     Scenario {
         name: "crash-restart",
@@ -137,7 +143,7 @@ impl Scenario {
                 formed: params.nodes,
                 clocks,
                 faults: Vec::new(),
-                expect: Expect { converge_within_ms: 15_000, no_false_down_at_loss_max: 0.05 },
+                expect: Expect { converge_within_ms: 15_000, no_false_down_at_loss_max: 0.05, epochs_after: None },
             },
         };
         (self.build)(&mut b);
@@ -203,6 +209,16 @@ fn join_storm(b: &mut Builder) {
         b.at(1_000, Fault::Join { node, seeds: vec![0] });
     }
     b.plan.expect.converge_within_ms = 10_000;
+}
+
+fn join_batch(b: &mut Builder) {
+    let joiners = 10.min(b.n - 1);
+    b.plan.formed = b.n - joiners;
+    for (k, node) in (b.n - joiners..b.n).enumerate() {
+        b.at(20_000 + 100 * k as u64, Fault::Join { node, seeds: vec![0] });
+    }
+    b.plan.expect.converge_within_ms = 10_000;
+    b.plan.expect.epochs_after = Some((20_000, 2));
 }
 
 fn crash(b: &mut Builder) {

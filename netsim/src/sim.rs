@@ -14,15 +14,15 @@
 //! them, or the engine closing it).
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::net::{Ipv4Addr, SocketAddr};
 
-use custody::engine::{Command, Event, Input, Instant, Node, NodeId, Output};
+use custody::engine::{Command, EpochEvent, Event, Input, Instant, Node, NodeId, Output};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 
 use crate::plan::{ClockSpec, Fault, Latency, LinkModel, Plan};
-use crate::report::{Check, CheckKind, FaultsInjected, Membership, Report, Traffic};
+use crate::report::{Check, CheckKind, Epochs, FaultsInjected, Membership, Report, Traffic};
 
 /// How often, in simulated time, convergence is checked after the last
 /// fault.
@@ -81,6 +81,9 @@ enum Ev {
     Wake { node: usize, generation: u64 },
     Fault(usize),
     Sample,
+    /// One lease after the cut that started at this time: the side without
+    /// the voters' majority must have stopped acting as custodian.
+    LeaseCheck(u64),
 }
 
 struct Entry {
@@ -141,14 +144,18 @@ struct SimNode {
     engine: Option<Node>,
     /// The incarnation of the running life (or of the last one).
     incarnation: u64,
+    /// Its current SWIM generation.
+    generation: u32,
     clock: Clock,
     paused: bool,
     held: Vec<Ev>,
     wake_gen: u64,
     wake_at: Option<u64>,
     /// The node's view: live members other than itself, by index, with the
-    /// incarnation it knows.
-    view: BTreeMap<usize, u64>,
+    /// incarnation and generation it knows.
+    view: BTreeMap<usize, (u64, u32)>,
+    /// The latest epoch this life has learned.
+    learned: u64,
 }
 
 /// A directed stream connection's state.
@@ -194,6 +201,27 @@ pub struct Sim {
     grace_us: u64,
     converged_at: Option<u64>,
     outputs: Vec<Output>,
+    epochs: EpochWatch,
+}
+
+/// What the checker follows of the epoch store.
+#[derive(Default)]
+struct EpochWatch {
+    /// Every epoch any node committed or learned, with its hash; a second
+    /// hash for one number breaks the chain.
+    chain: BTreeMap<u64, u64>,
+    committed: BTreeSet<u64>,
+    votes: BTreeSet<(NodeId, NodeId)>,
+    lease_renewals: u64,
+    /// Per epoch, when it was first committed (true time, µs).
+    committed_at: BTreeMap<u64, u64>,
+    violations: Vec<String>,
+    /// An active partition: the nodes on the side without the voters'
+    /// majority, the start time, and the latest epoch committed before it.
+    minority: Option<(BTreeSet<usize>, u64, u64)>,
+    /// Minority-side nodes that could still act as custodian one lease after
+    /// the cut, and the number checked.
+    lease_checks: Vec<(u64, usize, Vec<usize>)>,
 }
 
 impl Sim {
@@ -212,12 +240,14 @@ impl Sim {
             .map(|&spec| SimNode {
                 engine: None,
                 incarnation: 0,
+                generation: 0,
                 clock: Clock(spec),
                 paused: false,
                 held: Vec::new(),
                 wake_gen: 0,
                 wake_at: None,
                 view: BTreeMap::new(),
+                learned: 0,
             })
             .collect();
         let links = plan.net.links.iter().map(|l| ((l.from, l.to), l.model)).collect();
@@ -242,6 +272,7 @@ impl Sim {
             grace_us: u64::try_from(grace.as_micros()).unwrap_or(u64::MAX),
             converged_at: None,
             outputs: Vec::new(),
+            epochs: EpochWatch::default(),
             plan,
         };
         if sim.net.loss > sim.plan.expect.no_false_down_at_loss_max {
@@ -259,6 +290,9 @@ impl Sim {
             let others = formed.iter().filter(|o| o.addr != id.addr).cloned().collect();
             self.input(i, Input::Command(Command::LearnMembers(others)));
         }
+        // The first node starts the cluster's epoch store; the others are
+        // admitted by it.
+        self.input(0, Input::Command(Command::Bootstrap));
         for i in 0..self.plan.faults.len() {
             let at = self.plan.faults[i].at_ms * 1000;
             self.push(at, Ev::Fault(i));
@@ -283,6 +317,7 @@ impl Sim {
                 }
                 Ev::Fault(i) => self.apply_fault(i),
                 Ev::Sample => self.sample(),
+                Ev::LeaseCheck(since) => self.lease_check(since),
             }
         }
         self.now = self.end;
@@ -306,9 +341,11 @@ impl Sim {
         let node = &mut self.nodes[i];
         let local = node.clock.local(self.now);
         node.incarnation = id.incarnation;
+        node.generation = id.generation;
         let seed = mix(self.plan.seed ^ mix(i as u64) ^ mix(id.incarnation.rotate_left(32)));
         node.engine = Some(Node::new(id, self.plan.config.clone(), seed, Instant::from_micros(local)));
         node.view.clear();
+        node.learned = 0;
         node.paused = false;
         node.held.clear();
     }
@@ -466,7 +503,7 @@ impl Sim {
                 hash_id(&mut self.hash, &id);
                 self.membership.member_up += 1;
                 if let Some(subject) = node_index(id.addr) {
-                    self.nodes[observer].view.insert(subject, id.incarnation);
+                    self.nodes[observer].view.insert(subject, (id.incarnation, id.generation));
                 }
             }
             Event::MemberDown(id) => {
@@ -475,11 +512,12 @@ impl Sim {
                 self.membership.member_down += 1;
                 let Some(subject) = node_index(id.addr) else { return };
                 let view = &mut self.nodes[observer].view;
-                if view.get(&subject) == Some(&id.incarnation) {
+                if view.get(&subject) == Some(&(id.incarnation, id.generation)) {
                     view.remove(&subject);
                 }
                 let this_life_is_up = self.running(subject)
-                    && self.nodes[subject].incarnation == id.incarnation
+                    && (self.nodes[subject].incarnation, self.nodes[subject].generation)
+                        == (id.incarnation, id.generation)
                     && !self.nodes[subject].paused;
                 let excused = self.now < self.excused_until[subject] || self.now < self.excused_until[observer];
                 if this_life_is_up && !excused {
@@ -495,19 +533,79 @@ impl Sim {
                 hash_id(&mut self.hash, &new);
                 if let Some(subject) = node_index(new.addr) {
                     let view = &mut self.nodes[observer].view;
-                    if view.get(&subject) == Some(&old.incarnation) {
-                        view.insert(subject, new.incarnation);
+                    if view.get(&subject) == Some(&(old.incarnation, old.generation)) {
+                        view.insert(subject, (new.incarnation, new.generation));
                     }
                 }
             }
             Event::Rejoined(id) => {
                 self.hash.bytes(&[4]);
                 hash_id(&mut self.hash, &id);
-                self.nodes[observer].incarnation = id.incarnation;
+                let node = &mut self.nodes[observer];
+                if id.incarnation != node.incarnation {
+                    // A new life: its learned epochs start over.
+                    node.learned = 0;
+                }
+                node.incarnation = id.incarnation;
+                node.generation = id.generation;
             }
             Event::Joined => self.hash.bytes(&[5]),
             Event::Isolated => self.hash.bytes(&[6]),
             Event::Left => self.hash.bytes(&[7]),
+            Event::Epoch(event) => {
+                self.hash.bytes(&[8]);
+                self.observe_epoch(observer, event);
+            }
+        }
+    }
+
+    fn observe_epoch(&mut self, node: usize, event: EpochEvent) {
+        let now = self.now;
+        let w = &mut self.epochs;
+        let mut chain = |epoch: u64, hash: u64, violations: &mut Vec<String>| {
+            let known = *w.chain.entry(epoch).or_insert(hash);
+            if known != hash {
+                violations.push(format!(
+                    "epoch chain forked: epoch {epoch} has hashes {known:016x} and {hash:016x} (n{node} at {} ms)",
+                    now / 1000
+                ));
+            }
+        };
+        match event {
+            EpochEvent::EpochLearned { epoch, hash } => {
+                self.hash.u64(epoch);
+                chain(epoch, hash, &mut w.violations);
+                let learned = &mut self.nodes[node].learned;
+                if epoch <= *learned {
+                    w.violations.push(format!(
+                        "n{node} learned epoch {epoch} after epoch {} at {} ms: learned epochs went backwards",
+                        *learned,
+                        now / 1000
+                    ));
+                }
+                *learned = epoch;
+            }
+            EpochEvent::EpochCommitted { epoch, hash } => {
+                self.hash.u64(epoch);
+                chain(epoch, hash, &mut w.violations);
+                w.committed.insert(epoch);
+                w.committed_at.entry(epoch).or_insert(now);
+                if let Some((side, since, before)) = &w.minority
+                    && side.contains(&node)
+                    && epoch > *before
+                {
+                    w.violations.push(format!(
+                        "n{node}, cut off from the voters' majority since {} ms, committed epoch {epoch} at {} ms",
+                        since / 1000,
+                        now / 1000
+                    ));
+                }
+            }
+            EpochEvent::VoteCommitted { target, by } => {
+                w.votes.insert((target, by));
+            }
+            EpochEvent::LeaseRenewed { .. } => w.lease_renewals += 1,
+            EpochEvent::Removed => self.hash.bytes(b"removed"),
         }
     }
 
@@ -575,6 +673,7 @@ impl Sim {
                     return;
                 }
                 let id = self.identity(node, self.nodes[node].incarnation + 1);
+                self.nodes[node].generation = 0;
                 self.start_node(node, id);
                 let seeds = seeds.into_iter().map(node_addr).collect();
                 self.input(node, Input::Command(Command::Join(seeds)));
@@ -610,6 +709,16 @@ impl Sim {
                 for &n in a.iter().chain(&b) {
                     self.excused_until[n] = u64::MAX;
                 }
+                if !oneway {
+                    let voters = |nodes: &[usize]| {
+                        nodes.iter().filter(|&&n| self.nodes[n].engine.as_ref().is_some_and(|e| e.is_voter())).count()
+                    };
+                    let minority = if voters(&a) < voters(&b) { &a } else { &b };
+                    let before = self.epochs.committed.last().copied().unwrap_or(0);
+                    self.epochs.minority = Some((minority.iter().copied().collect(), self.now, before));
+                    let lease_us = u64::try_from(self.plan.config.lease.as_micros()).unwrap_or(u64::MAX);
+                    self.push(self.now + lease_us, Ev::LeaseCheck(self.now));
+                }
                 self.partitions.push(Partition { side, oneway });
                 let cut: Vec<(usize, usize)> =
                     self.conns.keys().copied().filter(|&(s, d)| self.blocked(s, d)).collect();
@@ -619,6 +728,7 @@ impl Sim {
             }
             Fault::Heal => {
                 self.partitions.clear();
+                self.epochs.minority = None;
                 let until = self.now + self.grace_us;
                 for (i, excused) in self.excused_until.iter_mut().enumerate() {
                     if *excused == u64::MAX && !self.nodes[i].paused {
@@ -646,7 +756,7 @@ impl Sim {
         running.iter().all(|&o| {
             let view = &self.nodes[o].view;
             view.len() + 1 == running.len()
-                && view.iter().all(|(&s, &inc)| self.running(s) && self.nodes[s].incarnation == inc)
+                && view.iter().all(|(&s, &life)| self.running(s) && (self.nodes[s].incarnation, self.nodes[s].generation) == life)
         })
     }
 
@@ -660,8 +770,8 @@ impl Sim {
                 running.iter().filter(|&&s| s != o && !view.contains_key(&s)).map(|s| format!("n{s}")).collect();
             let stale: Vec<String> = view
                 .iter()
-                .filter(|&(&s, &inc)| !self.running(s) || self.nodes[s].incarnation != inc)
-                .map(|(s, inc)| format!("n{s}#{inc}"))
+                .filter(|&(&s, &life)| !self.running(s) || (self.nodes[s].incarnation, self.nodes[s].generation) != life)
+                .map(|(s, (inc, generation))| format!("n{s}#{inc}.{generation}"))
                 .collect();
             if !missing.is_empty() || !stale.is_empty() {
                 out.push(format!("n{o} misses [{}] and holds stale [{}]", missing.join(" "), stale.join(" ")));
@@ -671,6 +781,21 @@ impl Sim {
             }
         }
         out
+    }
+
+    fn lease_check(&mut self, since: u64) {
+        // Only while that same cut lasts (a heal, or a later cut, ends it).
+        let Some((side, _, _)) = self.epochs.minority.as_ref().filter(|(_, at, _)| *at == since) else { return };
+        let acting: Vec<usize> = side
+            .iter()
+            .copied()
+            .filter(|&n| {
+                let node = &self.nodes[n];
+                let local = Instant::from_micros(node.clock.local(self.now));
+                node.engine.as_ref().is_some_and(|e| e.may_act_as_custodian(local))
+            })
+            .collect();
+        self.epochs.lease_checks.push((self.now, side.len(), acting));
     }
 
     fn sample(&mut self) {
@@ -692,6 +817,14 @@ impl Finished {
     /// by the caller.
     pub fn report(self, wall_ms: u64) -> Report {
         let sim = self.sim;
+        if std::env::var_os("NETSIM_DEBUG_STATUS").is_some() {
+            for (i, n) in sim.nodes.iter().enumerate() {
+                if let Some(e) = &n.engine {
+                    let st = e.status();
+                    eprintln!("n{i} inc={} epoch={} leader={:?} voters={:?} voter={} leader_self={} members={} stats={:?}", e.id().incarnation, st.epoch, st.leader, st.voters, e.is_voter(), e.is_leader(), st.members.len(), e.store_stats());
+                }
+            }
+        }
         let settle = sim.plan.settle_at_ms() * 1000;
         let mut membership = sim.membership;
         membership.converge_ms = sim.converged_at.map(|t| (t - settle) / 1000);
@@ -729,7 +862,67 @@ impl Finished {
                 membership.false_suspicions_at_high_loss
             ),
         };
-        let checks = vec![converge, still, no_false];
+        let w = &sim.epochs;
+        let latest = w.committed.last().copied().unwrap_or(0);
+        let running: Vec<usize> = (0..sim.nodes.len()).filter(|&i| sim.running(i)).collect();
+        let behind: Vec<String> = running
+            .iter()
+            .filter(|&&i| sim.nodes[i].learned != latest)
+            .take(5)
+            .map(|&i| format!("n{i} at {}", sim.nodes[i].learned))
+            .collect();
+        let chain_ok = w.violations.is_empty();
+        let chain = Check {
+            name: "the epoch chain is one chain, learned epochs never go backwards, a cut-off minority commits nothing"
+                .into(),
+            ok: chain_ok,
+            kind: CheckKind::Safety,
+            detail: if chain_ok {
+                format!("{} epochs committed, one hash each", w.committed.len())
+            } else {
+                w.violations.iter().take(3).cloned().collect::<Vec<_>>().join("; ")
+            },
+        };
+        let agree = Check {
+            name: "every running node ends on the latest committed epoch".into(),
+            ok: latest > 0 && behind.is_empty(),
+            kind: CheckKind::Liveness,
+            detail: if behind.is_empty() {
+                format!("all {} running nodes at epoch {latest}", running.len())
+            } else {
+                format!("latest epoch {latest}; behind: {}", behind.join(", "))
+            },
+        };
+        let mut checks = vec![converge, still, no_false, chain, agree];
+        for (at, checked, acting) in &w.lease_checks {
+            checks.push(Check {
+                name: "the side without the voters' majority stops acting within one lease".into(),
+                ok: acting.is_empty(),
+                kind: CheckKind::Safety,
+                detail: format!(
+                    "{} of {checked} cut-off nodes could still act as custodian at {} ms{}",
+                    acting.len(),
+                    at / 1000,
+                    if acting.is_empty() { String::new() } else { format!(": {acting:?}") }
+                ),
+            });
+        }
+        if let Some((from_ms, max)) = sim.plan.expect.epochs_after {
+            let count = w.committed_at.values().filter(|&&t| t >= from_ms * 1000).count();
+            checks.push(Check {
+                name: format!("changes from {} ms on are batched into at most {max} epochs", from_ms),
+                ok: count as u64 <= max,
+                kind: CheckKind::Safety,
+                detail: format!("{count} epochs committed from {from_ms} ms on"),
+            });
+        }
+        let epochs = Epochs {
+            epochs_committed: w.committed.len() as u64,
+            consensus_instances: w.committed.len() as u64 + w.votes.len() as u64,
+            suspicion_votes: w.votes.len() as u64,
+            lease_renewals: w.lease_renewals,
+            latest_epoch: latest,
+        };
         let sim_seconds = sim.end as f64 / 1e6;
         let mut report = Report {
             scenario: sim.plan.scenario.clone(),
@@ -742,6 +935,7 @@ impl Finished {
             faults_injected: sim.injected,
             membership,
             traffic: sim.traffic,
+            epochs,
             checks,
             result: String::new(),
             trace_hash: format!("{:016x}", sim.hash.0),
@@ -794,7 +988,7 @@ mod tests {
             formed: 3,
             clocks: vec![ClockSpec { offset_us: 0, drift_ppm: 0 }; 3],
             faults: Vec::new(),
-            expect: Expect { converge_within_ms: 0, no_false_down_at_loss_max: 0.05 },
+            expect: Expect { converge_within_ms: 0, no_false_down_at_loss_max: 0.05, epochs_after: None },
         };
         let report = Sim::new(plan).run().report(0);
         // Node 2 can hear but not speak: the others declare it down; it keeps

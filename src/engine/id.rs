@@ -5,6 +5,13 @@
 //! the same address comes back with a higher incarnation, and every member
 //! keeps the identity with the higher one (foca's `win_addr_conflict`), so a
 //! restart is a rename, never a rejected join.
+//!
+//! A life is `(address, incarnation)`: what the committed configuration,
+//! the epoch store's Raft peer and the lease belong to. Within one life,
+//! SWIM may have to take a new identity — a member declared down (falsely,
+//! or across a healed partition) can only come back under a newer one — and
+//! bumps the `generation` for that. A new generation is the same life; only
+//! the epoch store removing a life makes the node start a new one.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -24,6 +31,8 @@ pub struct NodeId {
     pub addr: SocketAddr,
     /// Which life of the node at `addr` this is. Higher wins.
     pub incarnation: u64,
+    /// SWIM's rejoins within this life. Higher wins at equal incarnation.
+    pub generation: u32,
     /// A human name, at most [`NODE_NAME_LEN_MAX`] bytes.
     pub name: Arc<str>,
 }
@@ -36,14 +45,26 @@ impl NodeId {
     /// the input boundary with [`NodeId::validate_name`].
     pub fn new(addr: SocketAddr, incarnation: u64, name: &str) -> NodeId {
         assert!(Self::validate_name(name).is_ok(), "node name too long: {name:?}");
-        NodeId { addr, incarnation, name: Arc::from(name) }
+        NodeId { addr, incarnation, generation: 0, name: Arc::from(name) }
     }
 
     /// An identity that names only an address, used to announce to a seed
     /// whose incarnation and name are not known yet: a seed accepts an
     /// announce addressed to its address whatever the rest says.
     pub fn seed(addr: SocketAddr) -> NodeId {
-        NodeId { addr, incarnation: 0, name: Arc::from("") }
+        NodeId { addr, incarnation: 0, generation: 0, name: Arc::from("") }
+    }
+
+    /// This identity's life: the same node and incarnation at generation 0.
+    /// Configurations, leases and votes are about lives.
+    pub fn life(&self) -> NodeId {
+        NodeId { generation: 0, ..self.clone() }
+    }
+
+    /// The first identity of the next life: what a node removed from the
+    /// configuration comes back as.
+    pub fn next_life(&self) -> NodeId {
+        NodeId { incarnation: self.incarnation + 1, generation: 0, ..self.clone() }
     }
 
     /// Checks a node name: non-empty is not required, length is.
@@ -92,7 +113,11 @@ pub struct NameTooLong {
 
 impl fmt::Debug for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}@{}#{}", self.name, self.addr, self.incarnation)
+        write!(f, "{}@{}#{}", self.name, self.addr, self.incarnation)?;
+        if self.generation > 0 {
+            write!(f, ".{}", self.generation)?;
+        }
+        Ok(())
     }
 }
 
@@ -105,10 +130,10 @@ impl fmt::Display for NodeId {
 impl foca::Identity for NodeId {
     type Addr = SocketAddr;
 
-    /// A node declared down comes back by itself with the next incarnation,
-    /// which wins over the one the cluster declared down.
+    /// A node declared down comes back by itself with the next generation of
+    /// the same life, which wins over the one the cluster declared down.
     fn renew(&self) -> Option<Self> {
-        Some(NodeId { addr: self.addr, incarnation: self.incarnation.wrapping_add(1), name: self.name.clone() })
+        Some(NodeId { generation: self.generation.wrapping_add(1), ..self.clone() })
     }
 
     fn addr(&self) -> SocketAddr {
@@ -116,7 +141,7 @@ impl foca::Identity for NodeId {
     }
 
     fn win_addr_conflict(&self, adversary: &Self) -> bool {
-        self.incarnation > adversary.incarnation
+        (self.incarnation, self.generation) > (adversary.incarnation, adversary.generation)
     }
 }
 
@@ -135,7 +160,11 @@ mod tests {
         let new = id(7001, 11);
         assert!(new.win_addr_conflict(&old));
         assert!(!old.win_addr_conflict(&new));
-        assert_eq!(old.renew().unwrap().incarnation, 11);
+        let renewed = old.renew().unwrap();
+        assert_eq!((renewed.incarnation, renewed.generation), (10, 1));
+        assert!(renewed.win_addr_conflict(&old) && new.win_addr_conflict(&renewed));
+        assert_eq!(renewed.life(), old);
+        assert_eq!(renewed.next_life(), NodeId::new(old.addr, 11, "n"));
         assert_eq!(old.addr(), new.addr());
     }
 

@@ -163,7 +163,7 @@ pub enum CodecError {
 /// A compact, explicit binary codec for foca's headers and member updates.
 ///
 /// Identities: `[family 4|6][ip octets][port u16 BE][incarnation u64 BE]
-/// [name len u8][name]`. Every multi-byte integer is big-endian. Decoding
+/// [generation u32 BE][name len u8][name]`. Every multi-byte integer is big-endian. Decoding
 /// checks every length before reading, so no input panics.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SwimCodec;
@@ -183,6 +183,7 @@ const MSG_TURN_UNDEAD: u8 = 10;
 fn put_id(out: &mut Vec<u8>, id: &NodeId) {
     write_addr_bytes(&id.addr, out);
     out.extend_from_slice(&id.incarnation.to_be_bytes());
+    out.extend_from_slice(&id.generation.to_be_bytes());
     let name = id.name.as_bytes();
     debug_assert!(name.len() <= NODE_NAME_LEN_MAX);
     out.push(name.len() as u8);
@@ -207,6 +208,7 @@ fn get_id(buf: &mut impl Buf) -> Result<NodeId, CodecError> {
     };
     let port = u16::from_be_bytes(take::<2>(buf)?);
     let incarnation = u64::from_be_bytes(take::<8>(buf)?);
+    let generation = u32::from_be_bytes(take::<4>(buf)?);
     let [len] = take::<1>(buf)?;
     let len = len as usize;
     if len > NODE_NAME_LEN_MAX {
@@ -218,7 +220,7 @@ fn get_id(buf: &mut impl Buf) -> Result<NodeId, CodecError> {
     let mut name = vec![0; len];
     buf.copy_to_slice(&mut name);
     let name = String::from_utf8(name).map_err(|_| CodecError::BadName)?;
-    Ok(NodeId { addr: SocketAddr::new(ip, port), incarnation, name: Arc::from(name) })
+    Ok(NodeId { addr: SocketAddr::new(ip, port), incarnation, generation, name: Arc::from(name) })
 }
 
 fn put_all(buf: &mut impl BufMut, scratch: &[u8]) -> Result<(), CodecError> {
@@ -333,9 +335,13 @@ mod tests {
             prop_oneof![any::<[u8; 4]>().prop_map(IpAddr::from), any::<[u8; 16]>().prop_map(IpAddr::from),],
             any::<u16>(),
             any::<u64>(),
+            any::<u32>(),
             "[a-z0-9-]{0,64}",
         )
-            .prop_map(|(ip, port, inc, name)| NodeId::new(SocketAddr::new(ip, port), inc, &name))
+            .prop_map(|(ip, port, inc, generation, name)| NodeId {
+                generation,
+                ..NodeId::new(SocketAddr::new(ip, port), inc, &name)
+            })
     }
 
     fn message_strategy() -> impl Strategy<Value = Message<NodeId>> {

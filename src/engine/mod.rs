@@ -276,7 +276,7 @@ impl Node {
         let swim_rng = Xoshiro256PlusPlus::seed_from_u64(rng_seed);
         let heard = Heard::default();
         let gossip = EpochGossip::new(heard.clone());
-        let store = EpochStore::new(id.clone(), config.clone(), rng_seed ^ 0x2545_f491_4f6c_dd1d, now);
+        let store = EpochStore::new(id.clone(), config.clone(), rng_seed ^ 0x2545_f491_4f6c_dd1d);
         let swim = Swim::with_custom_broadcast(id, config.to_foca(), swim_rng, SwimCodec, gossip);
         // A second stream from the same seed, for the engine's own choices.
         let rng = Xoshiro256PlusPlus::seed_from_u64(rng_seed.rotate_left(32) ^ 0x5bd1_e995_6c07_8965);
@@ -539,12 +539,12 @@ impl Node {
             self.finish_leave();
             return;
         }
-        let Some(new) = foca::Identity::renew(self.swim.identity()) else { return };
+        let new = self.swim.identity().next_life();
         tracing::warn!(new = %new, "removed from the configuration: rejoining as a new life");
+        self.store.renew_identity(new.clone());
         if let Err(e) = self.with_swim(|swim, effects| swim.change_identity(new.clone(), effects)) {
             tracing::warn!(error = %e, "change identity");
         }
-        self.store.renew_identity(new.clone());
         self.push(Output::Event(Event::Rejoined(new)));
     }
 
@@ -649,7 +649,7 @@ impl Node {
                 self.seeds = seeds.into_iter().filter(|&s| s != own).collect();
                 self.seeds.sort();
                 self.seeds.dedup();
-                self.store.set_seeds(&self.seeds);
+                self.store.set_seeds(&self.seeds, self.now);
                 self.announce_to_seeds();
             }
             Command::Leave => self.leave(),
@@ -696,14 +696,16 @@ impl Node {
         if self.left {
             return;
         }
-        // foca gossips our own Down to a few members and goes quiet.
-        if let Err(e) = self.with_swim(|swim, effects| swim.leave_cluster(effects)) {
-            tracing::debug!(error = %e, "leave_cluster");
-        }
+        // Set first: the SWIM call below flushes the store, which must not
+        // come back here.
         self.left = true;
         self.join_retry_at = None;
         self.sync_at = None;
         self.leave_deadline = None;
+        // foca gossips our own Down to a few members and goes quiet.
+        if let Err(e) = self.with_swim(|swim, effects| swim.leave_cluster(effects)) {
+            tracing::debug!(error = %e, "leave_cluster");
+        }
         self.push(Output::Event(Event::Left));
     }
 
@@ -800,7 +802,7 @@ impl Node {
     fn handle_notification(&mut self, notification: OwnedNotification<NodeId>) {
         let event = match notification {
             OwnedNotification::MemberUp(id) => {
-                self.store.member_up(&id);
+                self.store.member_up(&id, self.now);
                 Event::MemberUp(id)
             }
             OwnedNotification::MemberDown(id) => {
@@ -809,7 +811,7 @@ impl Node {
                 Event::MemberDown(id)
             }
             OwnedNotification::Rename(old, new) => {
-                self.store.member_up(&new);
+                self.store.member_up(&new, self.now);
                 Event::MemberRenamed { old, new }
             }
             OwnedNotification::Active => {
@@ -828,10 +830,9 @@ impl Node {
                 }
                 Event::Isolated
             }
-            OwnedNotification::Rejoin(id) => {
-                self.store.renew_identity(id.clone());
-                Event::Rejoined(id)
-            }
+            // A new SWIM generation of the same life: the store's view of
+            // this node (its life, lease and Raft peer) is unchanged.
+            OwnedNotification::Rejoin(id) => Event::Rejoined(id),
             // After our own leave_cluster: `Left` is emitted by `leave`.
             OwnedNotification::Defunct => return,
         };

@@ -180,7 +180,8 @@ pub(crate) struct EpochStore {
     lease_sent: BTreeMap<u64, Instant>,
     /// The latest lease request that got an answer (grant or redirect).
     lease_answered: u64,
-    next_renew: Instant,
+    /// When to renew the lease next; armed once there is someone to ask.
+    next_renew: Option<Instant>,
     member_of: Option<u64>,
     seeds: Vec<SocketAddr>,
     swim_alive: BTreeMap<SocketAddr, NodeId>,
@@ -193,12 +194,13 @@ pub(crate) struct EpochStore {
 }
 
 impl EpochStore {
-    pub(crate) fn new(me: NodeId, cfg: Config, seed: u64, now: Instant) -> EpochStore {
+    pub(crate) fn new(me: NodeId, cfg: Config, seed: u64) -> EpochStore {
+        let me = me.life();
         let mut swim_alive = BTreeMap::new();
         swim_alive.insert(me.addr, me.clone());
         EpochStore {
             rng: Xoshiro256PlusPlus::seed_from_u64(seed),
-            next_renew: now,
+            next_renew: None,
             me,
             cfg,
             raft: None,
@@ -259,8 +261,16 @@ impl EpochStore {
         self.raft.as_ref().is_some_and(|r| r.node.raft.state == StateRole::Leader)
     }
 
-    pub(crate) fn set_seeds(&mut self, seeds: &[SocketAddr]) {
+    pub(crate) fn set_seeds(&mut self, seeds: &[SocketAddr], now: Instant) {
         self.seeds = seeds.to_vec();
+        self.arm_renewal(now + self.cfg.lease_renew);
+    }
+
+    /// Starts lease renewals (at `at`) if they are not running yet.
+    fn arm_renewal(&mut self, at: Instant) {
+        if self.next_renew.is_none() {
+            self.next_renew = Some(at);
+        }
     }
 
     /// Whether this life is a member of the latest configuration.
@@ -279,7 +289,7 @@ impl EpochStore {
 
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         let fetch_retry = self.fetch.map(|(_, _, at)| at + FETCH_RETRY);
-        [self.next_tick, Some(self.next_renew), fetch_retry].into_iter().flatten().min()
+        [self.next_tick, self.next_renew, fetch_retry].into_iter().flatten().min()
     }
 
     /// Starts a new cluster: this node is the only voter and commits epoch 1
@@ -290,6 +300,7 @@ impl EpochStore {
         }
         let origin = raft_id(&self.me);
         self.start_raft(origin, now);
+        self.arm_renewal(now);
         if let Some(raft) = &mut self.raft
             && let Err(e) = raft.node.campaign()
         {
@@ -332,10 +343,13 @@ impl EpochStore {
         self.next_tick = Some(now + Duration::from_micros(jitter));
     }
 
-    /// A change in this node's SWIM view.
-    pub(crate) fn member_up(&mut self, id: &NodeId) {
-        self.swim_down.remove(id);
-        if self.swim_alive.get(&id.addr).is_none_or(|known| known.incarnation <= id.incarnation) {
+    /// A change in this node's SWIM view. SWIM identities carry a
+    /// generation; the store deals in lives (see [`NodeId::life`]).
+    pub(crate) fn member_up(&mut self, id: &NodeId, now: Instant) {
+        self.arm_renewal(now + self.cfg.lease_renew);
+        self.swim_down.remove(&id.life());
+        let newer = |known: &NodeId| (known.incarnation, known.generation) <= (id.incarnation, id.generation);
+        if self.swim_alive.get(&id.addr).is_none_or(newer) {
             self.swim_alive.insert(id.addr, id.clone());
         }
     }
@@ -344,17 +358,23 @@ impl EpochStore {
         if self.swim_alive.get(&id.addr) == Some(id) {
             self.swim_alive.remove(&id.addr);
         }
-        if self.latest.as_ref().is_some_and(|c| c.contains(id)) {
-            self.swim_down.insert(id.clone());
+        let life = id.life();
+        if self.latest.as_ref().is_some_and(|c| c.contains(&life)) {
+            self.swim_down.insert(life);
             self.send_votes(now);
         }
     }
 
-    /// This node's identity changed (it rejoined as a new life): it is a new
-    /// Raft peer, with no lease and no membership yet.
+    /// Whether this node's SWIM view holds `life` alive (at any generation).
+    fn sees_alive(&self, life: &NodeId) -> bool {
+        self.swim_alive.get(&life.addr).is_some_and(|id| id.life() == *life)
+    }
+
+    /// This node starts a new life (the store removed the old one): it is a
+    /// new Raft peer, with no lease and no membership yet.
     pub(crate) fn renew_identity(&mut self, new: NodeId) {
         self.swim_alive.remove(&self.me.addr);
-        self.me = new;
+        self.me = new.life();
         self.swim_alive.insert(self.me.addr, self.me.clone());
         self.raft = None;
         self.next_tick = None;
@@ -466,8 +486,8 @@ impl EpochStore {
             self.lead(now);
             self.process_ready(now);
         }
-        if self.next_renew <= now {
-            self.next_renew = now + self.cfg.lease_renew;
+        if self.next_renew.is_some_and(|at| at <= now) {
+            self.next_renew = Some(now + self.cfg.lease_renew);
             self.renew_lease(now);
             self.send_votes(now);
             if self.leaving {
@@ -874,15 +894,20 @@ impl EpochStore {
     fn wanted_changes(&self, latest: &Configuration, since: Instant, now: Instant) -> Changes {
         let mut changes = Changes::default();
         for id in self.swim_alive.values() {
-            let newer = latest.member(id.addr).is_none_or(|m| m.id.incarnation < id.incarnation);
-            if newer && !self.leadership.leave_requests.contains(id) {
-                changes.joins.push(id.clone());
+            let life = id.life();
+            let newer = latest.member(id.addr).is_none_or(|m| m.id.incarnation < life.incarnation);
+            if newer && !self.leadership.leave_requests.contains(&life) {
+                changes.joins.push(life);
             }
         }
         let expiry = self.cfg.lease * 2;
         for m in &latest.members {
             let id = &m.id;
-            let voted = self.votes.get(id).is_some_and(|v| v.len() >= usize::from(self.cfg.suspicion_votes));
+            // Votes remove a life only while the leader does not see it alive
+            // itself: a member that came back (a new SWIM generation after a
+            // false suspicion) keeps its place.
+            let voted = self.votes.get(id).is_some_and(|v| v.len() >= usize::from(self.cfg.suspicion_votes))
+                && !self.sees_alive(id);
             let lapsed = id != &self.me
                 && now >= since + expiry
                 && self.leadership.last_renewal.get(&id.addr).is_none_or(|&t| now >= t + expiry);

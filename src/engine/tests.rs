@@ -150,7 +150,22 @@ fn join_announces_to_every_seed_then_retries() {
     let retry = n.poll_timeout().unwrap();
     assert_eq!(retry, Instant::ZERO + Config::lan().join_retry);
     n.handle(retry, Input::Timeout).unwrap();
-    assert_eq!(drain(&mut n).len(), 2);
+    let outputs = drain(&mut n);
+    let announces = outputs.iter().filter(|o| matches!(o, Output::Datagram { .. })).count();
+    assert_eq!(announces, 2);
+    // The first lease request goes to a seed too (nobody else is known).
+    let lease_requests: Vec<SocketAddr> = outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::PeerFrame { to, bytes } => match wire::decode_frame(bytes) {
+                Ok(wire::Frame::Message(Message::Epoch(wire::EpochMsg::LeaseRequest { .. }))) => Some(*to),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    assert_eq!(lease_requests.len(), 1);
+    assert!([addr(7002), addr(7003)].contains(&lease_requests[0]));
     assert_eq!(n.stats().announces_sent, 4);
     assert_eq!(n.poll_timeout(), Some(retry + Config::lan().join_retry));
 }

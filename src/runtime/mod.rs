@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tracing::Instrument;
 
 use crate::engine::id::NameTooLong;
 use crate::engine::{
@@ -226,10 +227,14 @@ impl ClusterBuilder {
             next_client: 0,
             counters,
         };
-        tokio::spawn(async move {
-            driver.run().await;
-            let _ = stopped_tx.send(true);
-        });
+        let span = tracing::info_span!("node", name = %id.name);
+        tokio::spawn(
+            async move {
+                driver.run().await;
+                let _ = stopped_tx.send(true);
+            }
+            .instrument(span),
+        );
         tracing::info!(node = %id, "started");
         Ok(Cluster { id, commands: commands_tx, events, stopped })
     }

@@ -20,13 +20,17 @@ struct NodeProcess {
 impl NodeProcess {
     /// Starts a node on a free port and waits for its ready line.
     fn start(name: &str, join: Option<SocketAddr>) -> NodeProcess {
+        Self::start_with(name, join, &[])
+    }
+
+    fn start_with(name: &str, join: Option<SocketAddr>, extra: &[&str]) -> NodeProcess {
         let mut cmd = Command::new(BIN);
-        cmd.args(["node", "--listen", "127.0.0.1:0", "--name", name]);
+        cmd.args(["node", "--listen", "127.0.0.1:0", "--name", name]).args(extra);
         if let Some(seed) = join {
             cmd.args(["--join", &seed.to_string()]);
         }
         let mut child = cmd
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", std::env::var("CUSTODY_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -47,6 +51,18 @@ impl NodeProcess {
     fn signal(&self, signal: &str) {
         let status = Command::new("kill").args([signal, &self.child.id().to_string()]).status().expect("kill runs");
         assert!(status.success());
+    }
+
+    /// Waits for the process to exit, at most `limit`.
+    fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(start.elapsed() < limit, "the node did not exit within {limit:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -79,6 +95,15 @@ fn members(node: SocketAddr) -> Option<Vec<(SocketAddr, String, u64)>> {
     )
 }
 
+/// `custody status --node ADDR --json`, parsed.
+fn status_of(node: SocketAddr) -> Option<serde_json::Value> {
+    let out = Command::new(BIN).args(["status", "--node", &node.to_string(), "--json"]).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    Some(serde_json::from_slice(&out.stdout).expect("status --json prints JSON"))
+}
+
 fn state_of(viewer: SocketAddr, addr: SocketAddr) -> Option<String> {
     members(viewer)?.into_iter().find(|(a, _, _)| *a == addr).map(|(_, s, _)| s)
 }
@@ -108,17 +133,24 @@ async fn three_processes_detect_a_sigkill_and_see_a_sigterm_leave() {
     .await;
     eprintln!("SIGKILL detected in {took:?} (bound {bound:?})");
 
-    // SIGTERM: the node leaves gracefully and exits 0; the other sees it
-    // within a second.
+    // SIGTERM: the node leaves gracefully: the store removes it from the
+    // configuration (one batching window), then it leaves SWIM and exits 0,
+    // and the other sees it within a second of its exit.
     let mut b = b;
+    let config = Config::lan();
+    let signalled = std::time::Instant::now();
     b.signal("-TERM");
+    let status = b.wait_exit(config.stable_after * 2 + config.lease + Duration::from_secs(1));
+    assert!(status.success(), "custody node exited with {status} after SIGTERM");
+    eprintln!("SIGTERM: removed and exited in {:?}", signalled.elapsed());
     let (_, took) = wait_for(Duration::from_secs(1), "SIGTERMed node seen down", || async move {
         (state_of(a.addr, b.addr).as_deref() == Some("down")).then_some(())
     })
     .await;
-    eprintln!("SIGTERM leave seen in {took:?}");
-    let status = b.child.wait().expect("exits");
-    assert!(status.success(), "custody node exited with {status} after SIGTERM");
+    eprintln!("SIGTERM leave seen {took:?} after the exit");
+    let status = status_of(a.addr).expect("a answers");
+    let names: Vec<&str> = status["members"].as_array().expect("members").iter().filter_map(|m| m["name"].as_str()).collect();
+    assert!(!names.contains(&"b"), "the leaver is still a member: {status}");
 
     // `custody leave` stops the last one, which exits 0 as well.
     let out = Command::new(BIN).args(["leave", "--node", &a.addr.to_string()]).output().expect("runs");
@@ -126,6 +158,63 @@ async fn three_processes_detect_a_sigkill_and_see_a_sigterm_leave() {
     let mut a = a;
     let status = a.child.wait().expect("exits");
     assert!(status.success());
+}
+
+#[tokio::test]
+async fn killing_the_epoch_leader_elects_a_new_one_that_commits_the_removal() {
+    let config = Config::fast();
+    let fast = ["--profile", "fast"];
+    let first = NodeProcess::start_with("p0", None, &fast);
+    let mut nodes = vec![first];
+    for i in 1..5 {
+        let seed = nodes[0].addr;
+        nodes.push(NodeProcess::start_with(&format!("p{i}"), Some(seed), &fast));
+    }
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+
+    // Formation: one epoch with all five, three voters, a leader.
+    let (leader, _) = wait_for(Duration::from_secs(15), "5 members, 3 voters and a leader everywhere", || {
+        let addrs = addrs.clone();
+        async move {
+            let statuses: Vec<serde_json::Value> = addrs.iter().map(|&a| status_of(a)).collect::<Option<_>>()?;
+            let first = &statuses[0];
+            let agreed = statuses.iter().all(|s| {
+                s["epoch"] == first["epoch"]
+                    && s["epoch_hash"] == first["epoch_hash"]
+                    && s["leader"] == first["leader"]
+                    && s["members"].as_array().is_some_and(|m| m.len() == 5)
+                    && s["voters"].as_array().is_some_and(|v| v.len() == 3)
+            });
+            (agreed && first["leader"].is_string()).then(|| first["leader"].as_str().expect("a name").to_string())
+        }
+    })
+    .await;
+
+    // Kill the leader.
+    let index: usize = leader.trim_start_matches('p').parse().expect("pN");
+    let mut killed = nodes.remove(index);
+    killed.child.kill().expect("SIGKILL");
+    killed.child.wait().expect("reaped");
+    let survivors: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+
+    // A new leader commits the epoch that removes it; every survivor shows
+    // the same epoch and hash.
+    let limit = config.failure_detection_bound(5) + config.stable_after + config.lease * 2 + Duration::from_secs(3);
+    let (epoch, took) = wait_for(limit, "survivors agree on the removal epoch under a new leader", || {
+        let survivors = survivors.clone();
+        let leader = leader.clone();
+        async move {
+            let statuses: Vec<serde_json::Value> = survivors.iter().map(|&a| status_of(a)).collect::<Option<_>>()?;
+            let first = &statuses[0];
+            let same = statuses.iter().all(|s| s["epoch"] == first["epoch"] && s["epoch_hash"] == first["epoch_hash"]);
+            let names: Vec<&str> =
+                first["members"].as_array()?.iter().filter_map(|m| m["name"].as_str()).collect();
+            let new_leader = first["leader"].as_str().is_some_and(|l| l != leader);
+            (same && new_leader && names.len() == 4 && !names.contains(&leader.as_str())).then(|| first["epoch"].clone())
+        }
+    })
+    .await;
+    eprintln!("leader {leader} killed: removal epoch {epoch} agreed by all survivors in {took:?} (limit {limit:?})");
 }
 
 #[test]
