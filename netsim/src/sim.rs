@@ -76,9 +76,21 @@ impl TraceHash {
 }
 
 enum Ev {
-    Datagram { from: usize, to: usize, bytes: Vec<u8> },
-    Frame { from: usize, to: usize, conn: u64, bytes: Vec<u8> },
-    Wake { node: usize, generation: u64 },
+    Datagram {
+        from: usize,
+        to: usize,
+        bytes: Vec<u8>,
+    },
+    Frame {
+        from: usize,
+        to: usize,
+        conn: u64,
+        bytes: Vec<u8>,
+    },
+    Wake {
+        node: usize,
+        generation: u64,
+    },
     Fault(usize),
     Sample,
     /// One lease after the cut that started at this time: the side without
@@ -756,7 +768,9 @@ impl Sim {
         running.iter().all(|&o| {
             let view = &self.nodes[o].view;
             view.len() + 1 == running.len()
-                && view.iter().all(|(&s, &life)| self.running(s) && (self.nodes[s].incarnation, self.nodes[s].generation) == life)
+                && view
+                    .iter()
+                    .all(|(&s, &life)| self.running(s) && (self.nodes[s].incarnation, self.nodes[s].generation) == life)
         })
     }
 
@@ -770,7 +784,9 @@ impl Sim {
                 running.iter().filter(|&&s| s != o && !view.contains_key(&s)).map(|s| format!("n{s}")).collect();
             let stale: Vec<String> = view
                 .iter()
-                .filter(|&(&s, &life)| !self.running(s) || (self.nodes[s].incarnation, self.nodes[s].generation) != life)
+                .filter(|&(&s, &life)| {
+                    !self.running(s) || (self.nodes[s].incarnation, self.nodes[s].generation) != life
+                })
                 .map(|(s, (inc, generation))| format!("n{s}#{inc}.{generation}"))
                 .collect();
             if !missing.is_empty() || !stale.is_empty() {
@@ -821,7 +837,17 @@ impl Finished {
             for (i, n) in sim.nodes.iter().enumerate() {
                 if let Some(e) = &n.engine {
                     let st = e.status();
-                    eprintln!("n{i} inc={} epoch={} leader={:?} voters={:?} voter={} leader_self={} members={} stats={:?}", e.id().incarnation, st.epoch, st.leader, st.voters, e.is_voter(), e.is_leader(), st.members.len(), e.store_stats());
+                    eprintln!(
+                        "n{i} inc={} epoch={} leader={:?} voters={:?} voter={} leader_self={} members={} stats={:?}",
+                        e.id().incarnation,
+                        st.epoch,
+                        st.leader,
+                        st.voters,
+                        e.is_voter(),
+                        e.is_leader(),
+                        st.members.len(),
+                        e.store_stats()
+                    );
                 }
             }
         }

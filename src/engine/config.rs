@@ -63,10 +63,13 @@ pub struct Config {
     pub gossip_fanout: usize,
     /// Period of announcing ourselves to a random member, whose answer (a
     /// feed of the members it knows) repairs views that diverged, e.g. the
-    /// last members to hear of a rejoin after a partition heals. Default 2 s
-    /// (tuned in netsim: with 30 s, heals at N=50 took up to 35 s to
-    /// converge; with 5 s, up to 22 s once the cut-off side also comes back
-    /// as new lives).
+    /// last members to hear of a rejoin after a partition heals. This is the
+    /// period while membership is changing (within 10 periods of the last
+    /// change this node saw); otherwise announces go 5 times less often.
+    /// Default 2 s (tuned in netsim: with 30 s, heals at N=50 took up to
+    /// 35 s to converge; with 5 s, up to 22 s once the cut-off side also
+    /// comes back as new lives). Each feed costs the receiver a scan of its
+    /// member list per entry.
     #[serde(rename = "announce_period_ms", with = "millis")]
     pub announce_period: Duration,
     /// Period of announcing ourselves to members we believe are Down, which
@@ -288,7 +291,9 @@ impl Config {
             // The wire adds one version byte in front of every foca packet.
             max_packet_size: NonZeroUsize::new(self.max_packet_size - 1).expect("validated"),
             notify_down_members: true,
-            periodic_announce: periodic(self.announce_period, 1),
+            // The engine announces itself (see `announce_period`): foca's
+            // fixed period cannot follow membership changes.
+            periodic_announce: None,
             periodic_announce_to_down_members: periodic(self.announce_to_down_period, 2),
             periodic_gossip: periodic(self.gossip_period, self.gossip_fanout),
         }

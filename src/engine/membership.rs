@@ -190,6 +190,28 @@ fn put_id(out: &mut Vec<u8>, id: &NodeId) {
     out.extend_from_slice(name);
 }
 
+/// The message tag of an encoded header, found without decoding (or
+/// allocating) the identities in front of it. `None` if malformed.
+pub(crate) fn peek_message_tag(packet: &[u8]) -> Option<u8> {
+    fn skip_id(p: &[u8]) -> Option<&[u8]> {
+        let ip_len = match *p.first()? {
+            4 => 4,
+            6 => 16,
+            _ => return None,
+        };
+        // family, ip, port, incarnation, generation, then the name.
+        let fixed = 1 + ip_len + 2 + 8 + 4;
+        let name_len = usize::from(*p.get(fixed)?);
+        p.get(fixed + 1 + name_len..)
+    }
+    let rest = skip_id(packet)?;
+    let rest = skip_id(rest.get(2..)?)?;
+    rest.first().copied()
+}
+
+/// The tag of a `TurnUndead` message.
+pub(crate) const TAG_TURN_UNDEAD: u8 = MSG_TURN_UNDEAD;
+
 fn take<const N: usize>(buf: &mut impl Buf) -> Result<[u8; N], CodecError> {
     if buf.remaining() < N {
         return Err(CodecError::Truncated);
@@ -392,6 +414,18 @@ mod tests {
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = SwimCodec.decode_header(&bytes[..]);
             let _ = SwimCodec.decode_member(&bytes[..]);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_tag_peek_agrees_with_the_decoder(src in id_strategy(), dst in id_strategy(), message in message_strategy()) {
+            let header = Header { src, src_incarnation: 3, dst, message };
+            let mut buf = Vec::new();
+            SwimCodec.encode_header(&header, &mut buf).unwrap();
+            let tag = peek_message_tag(&buf).unwrap();
+            let turn_undead = header.message == Message::TurnUndead;
+            prop_assert_eq!(tag == TAG_TURN_UNDEAD, turn_undead);
         }
     }
 

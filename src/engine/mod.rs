@@ -236,6 +236,10 @@ pub struct Node {
     join_retry_at: Option<Instant>,
     /// When to sync membership with a random member next.
     sync_at: Option<Instant>,
+    /// When to announce to a random member next.
+    announce_at: Option<Instant>,
+    /// When this node last saw membership change.
+    changed_at: Instant,
     /// The next sync is the second one after joining: the first, at the
     /// moment of joining, may come too early to see the nodes that joined
     /// at the same time.
@@ -291,6 +295,8 @@ impl Node {
             seeds: Vec::new(),
             join_retry_at: None,
             sync_at: None,
+            announce_at: None,
+            changed_at: now,
             resync_after_join: false,
             rng,
             store,
@@ -442,10 +448,17 @@ impl Node {
         if self.left {
             return None;
         }
-        [self.timers.next_deadline(), self.join_retry_at, self.sync_at, self.store.next_deadline(), self.leave_deadline]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.timers.next_deadline(),
+            self.join_retry_at,
+            self.sync_at,
+            self.announce_at,
+            self.store.next_deadline(),
+            self.leave_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn handle_datagram(&mut self, from: SocketAddr, bytes: &[u8]) -> Result<(), InputError> {
@@ -600,6 +613,32 @@ impl Node {
         self.send_message(peer, &Message::SyncRequest(state));
     }
 
+    /// Announces to one random live member: its feed in return repairs this
+    /// node's view. Often while membership is changing, rarely otherwise.
+    fn announce_to_random_member(&mut self) {
+        let period = self.config.announce_period;
+        let unsettled = self.now < self.changed_at + period * 10;
+        self.announce_at = Some(self.now + if unsettled { period } else { period * 5 });
+        let count = self.swim.num_members();
+        if count == 0 {
+            return;
+        }
+        let pick = self.rng.random_range(0..count);
+        let Some(peer) = self.swim.iter_members().nth(pick).map(|m| m.id().clone()) else { return };
+        if let Err(e) = self.with_swim(|swim, effects| swim.announce(peer, effects)) {
+            tracing::debug!(error = %e, "announce");
+        }
+    }
+
+    /// Membership changed: announce at the fast period again.
+    fn membership_changed(&mut self) {
+        self.changed_at = self.now;
+        let soon = self.now + self.config.announce_period;
+        if self.announce_at.is_none_or(|at| at > soon) {
+            self.announce_at = Some(soon);
+        }
+    }
+
     fn send_message(&mut self, to: SocketAddr, message: &Message) {
         match wire::encode_message(message) {
             Ok(bytes) => self.push(Output::PeerFrame { to, bytes }),
@@ -701,6 +740,7 @@ impl Node {
         self.left = true;
         self.join_retry_at = None;
         self.sync_at = None;
+        self.announce_at = None;
         self.leave_deadline = None;
         // foca gossips our own Down to a few members and goes quiet.
         if let Err(e) = self.with_swim(|swim, effects| swim.leave_cluster(effects)) {
@@ -734,6 +774,9 @@ impl Node {
         }
         if self.sync_at.is_some_and(|at| at <= now) {
             self.sync_with_random_member();
+        }
+        if self.announce_at.is_some_and(|at| at <= now) {
+            self.announce_to_random_member();
         }
         if self.store.next_deadline().is_some_and(|at| at <= now) {
             self.store.handle_timeout(now);
@@ -794,12 +837,18 @@ impl Node {
     /// active member here, still goes out.
     fn is_spurious_turn_undead(&self, datagram: &[u8]) -> bool {
         let Ok(packet) = wire::decode_datagram(datagram) else { return false };
+        if membership::peek_message_tag(packet) != Some(membership::TAG_TURN_UNDEAD) {
+            return false;
+        }
         let Ok(header) = foca::Codec::decode_header(&mut SwimCodec, packet) else { return false };
         header.message == foca::Message::TurnUndead
             && self.swim.iter_membership_state().any(|m| m.id() == &header.dst && m.state() != foca::State::Down)
     }
 
     fn handle_notification(&mut self, notification: OwnedNotification<NodeId>) {
+        if !matches!(notification, OwnedNotification::Defunct) {
+            self.membership_changed();
+        }
         let event = match notification {
             OwnedNotification::MemberUp(id) => {
                 self.store.member_up(&id, self.now);
@@ -832,7 +881,14 @@ impl Node {
             }
             // A new SWIM generation of the same life: the store's view of
             // this node (its life, lease and Raft peer) is unchanged.
-            OwnedNotification::Rejoin(id) => Event::Rejoined(id),
+            OwnedNotification::Rejoin(id) => {
+                // Push the new identity and pull the member list at once, as
+                // after a first join: after a healed partition everyone
+                // renews at the same time, and gossip alone leaves a tail.
+                self.sync_at = Some(self.now);
+                self.resync_after_join = true;
+                Event::Rejoined(id)
+            }
             // After our own leave_cluster: `Left` is emitted by `leave`.
             OwnedNotification::Defunct => return,
         };

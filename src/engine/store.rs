@@ -144,7 +144,11 @@ struct Leadership {
     proposed: Option<(u64, Instant)>,
     proposed_votes: BTreeSet<(NodeId, NodeId)>,
     conf_change_at: Option<Instant>,
-    reads: BTreeMap<u64, PendingRead>,
+    /// Lease requests waiting for the next read; one linearizable read per
+    /// Raft tick answers all of them.
+    queued: Vec<PendingRead>,
+    /// Reads in flight, by context, with the requests they answer.
+    reads: BTreeMap<u64, Vec<PendingRead>>,
     next_read: u64,
 }
 
@@ -169,6 +173,10 @@ pub(crate) struct EpochStore {
     next_tick: Option<Instant>,
     rng: Xoshiro256PlusPlus,
     latest: Option<Configuration>,
+    /// The hash of `latest`, computed once.
+    latest_hash: u64,
+    /// Raft ids of `latest`'s active members, in address order, computed once.
+    active_raft_ids: Vec<u64>,
     chain: BTreeMap<u64, Configuration>,
     announced: BTreeMap<u64, u64>,
     fetch: Option<(SocketAddr, u64, Instant)>,
@@ -206,6 +214,8 @@ impl EpochStore {
             raft: None,
             next_tick: None,
             latest: None,
+            latest_hash: 0,
+            active_raft_ids: Vec::new(),
             chain: BTreeMap::new(),
             announced: BTreeMap::new(),
             fetch: None,
@@ -468,6 +478,9 @@ impl EpochStore {
         self.swim_down.retain(|t| config.contains(t));
         self.outputs.push(StoreOutput::Event(StoreEvent::EpochLearned { epoch: config.epoch, hash }));
         self.outputs.push(StoreOutput::Announce(config.epoch, hash));
+        self.active_raft_ids =
+            config.members.iter().filter(|m| m.status == MemberStatus::Active).map(|m| raft_id(&m.id)).collect();
+        self.latest_hash = hash;
         self.latest = Some(config);
         if self.was_removed() {
             self.outputs.push(StoreOutput::Event(StoreEvent::Removed));
@@ -484,6 +497,9 @@ impl EpochStore {
             self.schedule_tick(now);
             self.process_ready(now);
             self.lead(now);
+            if self.is_leader() {
+                self.start_read(now);
+            }
             self.process_ready(now);
         }
         if self.next_renew.is_some_and(|at| at <= now) {
@@ -574,8 +590,6 @@ impl EpochStore {
         }
         raft.node.step(msg).map_err(|e| format!("Raft rejected a message: {e}"))?;
         self.process_ready(now);
-        self.lead(now);
-        self.process_ready(now);
         Ok(())
     }
 
@@ -589,18 +603,17 @@ impl EpochStore {
                     return;
                 }
                 let l = &mut self.leadership;
-                if l.reads.len() >= LEASE_READS_MAX {
+                let waiting = l.queued.len() + l.reads.values().map(Vec::len).sum::<usize>();
+                if waiting >= LEASE_READS_MAX {
                     let leader = self.leader;
                     self.reply(from, EpochMsg::NotLeader { seq, leader }, now);
                     return;
                 }
-                let ctx = l.next_read;
-                l.next_read += 1;
-                l.reads.insert(ctx, PendingRead { from, id, seq, member_of });
-                if let Some(raft) = &mut self.raft {
-                    raft.node.read_index(ctx.to_be_bytes().to_vec());
+                l.queued.push(PendingRead { from, id, seq, member_of });
+                if self.raft.as_ref().is_some_and(|r| r.node.raft.prs().conf().voters().ids().len() == 1) {
+                    // A lone voter needs no round trip: read at once.
+                    self.start_read(now);
                 }
-                self.process_ready(now);
             }
             EpochMsg::LeaseGrant { seq, status, epoch, hash, leader, voters } => {
                 self.lease_answered = self.lease_answered.max(seq);
@@ -661,6 +674,21 @@ impl EpochStore {
                 self.learn(config, now);
             }
         }
+    }
+
+    /// Starts one linearizable read for every queued lease request.
+    fn start_read(&mut self, now: Instant) {
+        if self.leadership.queued.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.leadership.queued);
+        let ctx = self.leadership.next_read;
+        self.leadership.next_read += 1;
+        self.leadership.reads.insert(ctx, batch);
+        if let Some(raft) = &mut self.raft {
+            raft.node.read_index(ctx.to_be_bytes().to_vec());
+        }
+        self.process_ready(now);
     }
 
     fn reply(&mut self, to: SocketAddr, msg: EpochMsg, now: Instant) {
@@ -802,29 +830,34 @@ impl EpochStore {
     fn answer_reads(&mut self, states: Vec<raft::ReadState>, now: Instant) {
         for state in states {
             let Ok(ctx) = <[u8; 8]>::try_from(state.request_ctx.as_slice()) else { continue };
-            let Some(read) = self.leadership.reads.remove(&u64::from_be_bytes(ctx)) else { continue };
-            let Some(config) = self.latest.clone() else {
-                let leader = self.leader;
-                self.reply(read.from, EpochMsg::NotLeader { seq: read.seq, leader }, now);
-                continue;
-            };
-            let status = if config.contains(&read.id) {
-                self.leadership.last_renewal.insert(read.id.addr, now);
-                LeaseStatus::Granted
-            } else if read.member_of.is_some_and(|e| config.epoch > e) {
-                LeaseStatus::Removed
-            } else {
-                LeaseStatus::NotMember
-            };
-            let grant = EpochMsg::LeaseGrant {
-                seq: read.seq,
-                status,
-                epoch: config.epoch,
-                hash: config.hash(),
-                leader: self.me.addr,
-                voters: self.voter_addrs(),
-            };
-            self.reply(read.from, grant, now);
+            let Some(batch) = self.leadership.reads.remove(&u64::from_be_bytes(ctx)) else { continue };
+            let voters = self.voter_addrs();
+            for read in batch {
+                let Some((epoch, hash, contains)) =
+                    self.latest.as_ref().map(|c| (c.epoch, self.latest_hash, c.contains(&read.id)))
+                else {
+                    let leader = self.leader;
+                    self.reply(read.from, EpochMsg::NotLeader { seq: read.seq, leader }, now);
+                    continue;
+                };
+                let status = if contains {
+                    self.leadership.last_renewal.insert(read.id.addr, now);
+                    LeaseStatus::Granted
+                } else if read.member_of.is_some_and(|e| epoch > e) {
+                    LeaseStatus::Removed
+                } else {
+                    LeaseStatus::NotMember
+                };
+                let grant = EpochMsg::LeaseGrant {
+                    seq: read.seq,
+                    status,
+                    epoch,
+                    hash,
+                    leader: self.me.addr,
+                    voters: voters.clone(),
+                };
+                self.reply(read.from, grant, now);
+            }
         }
     }
 
@@ -850,8 +883,10 @@ impl EpochStore {
             self.leadership = Leadership { since: Some(now), ..Leadership::default() };
         } else if !is_leader && self.leadership.since.is_some() {
             // Deposed: pending lease reads will never be answered here.
-            let reads = std::mem::take(&mut self.leadership.reads);
-            for read in reads.into_values() {
+            let mut reads: Vec<PendingRead> =
+                std::mem::take(&mut self.leadership.reads).into_values().flatten().collect();
+            reads.append(&mut self.leadership.queued);
+            for read in reads {
                 let leader = self.leader;
                 self.reply(read.from, EpochMsg::NotLeader { seq: read.seq, leader }, now);
             }
@@ -888,7 +923,7 @@ impl EpochStore {
         {
             self.propose_epoch(next, now);
         }
-        self.manage_voters(&latest, now);
+        self.manage_voters(now);
     }
 
     fn wanted_changes(&self, latest: &Configuration, since: Instant, now: Instant) -> Changes {
@@ -935,7 +970,7 @@ impl EpochStore {
     /// Keeps `voters` voters among the active members: removes voters whose
     /// life left the configuration, adds active members (lowest address
     /// first) while there are too few. One change at a time.
-    fn manage_voters(&mut self, latest: &Configuration, now: Instant) {
+    fn manage_voters(&mut self, now: Instant) {
         if self.leadership.conf_change_at.is_some_and(|at| now < at + PROPOSAL_RETRY) {
             return;
         }
@@ -944,8 +979,8 @@ impl EpochStore {
             return;
         }
         let voters: BTreeSet<u64> = raft.node.raft.prs().conf().voters().ids().iter().collect();
-        let active: Vec<u64> =
-            latest.members.iter().filter(|m| m.status == MemberStatus::Active).map(|m| raft_id(&m.id)).collect();
+        // The active members of the latest configuration this node knows.
+        let active = &self.active_raft_ids;
         let me = raft_id(&self.me);
         let stale = voters.iter().copied().find(|v| !active.contains(v) && *v != me);
         let target = usize::from(self.cfg.voters).min(active.len());

@@ -149,7 +149,8 @@ async fn three_processes_detect_a_sigkill_and_see_a_sigterm_leave() {
     .await;
     eprintln!("SIGTERM leave seen {took:?} after the exit");
     let status = status_of(a.addr).expect("a answers");
-    let names: Vec<&str> = status["members"].as_array().expect("members").iter().filter_map(|m| m["name"].as_str()).collect();
+    let names: Vec<&str> =
+        status["members"].as_array().expect("members").iter().filter_map(|m| m["name"].as_str()).collect();
     assert!(!names.contains(&"b"), "the leaver is still a member: {status}");
 
     // `custody leave` stops the last one, which exits 0 as well.
@@ -207,10 +208,10 @@ async fn killing_the_epoch_leader_elects_a_new_one_that_commits_the_removal() {
             let statuses: Vec<serde_json::Value> = survivors.iter().map(|&a| status_of(a)).collect::<Option<_>>()?;
             let first = &statuses[0];
             let same = statuses.iter().all(|s| s["epoch"] == first["epoch"] && s["epoch_hash"] == first["epoch_hash"]);
-            let names: Vec<&str> =
-                first["members"].as_array()?.iter().filter_map(|m| m["name"].as_str()).collect();
+            let names: Vec<&str> = first["members"].as_array()?.iter().filter_map(|m| m["name"].as_str()).collect();
             let new_leader = first["leader"].as_str().is_some_and(|l| l != leader);
-            (same && new_leader && names.len() == 4 && !names.contains(&leader.as_str())).then(|| first["epoch"].clone())
+            (same && new_leader && names.len() == 4 && !names.contains(&leader.as_str()))
+                .then(|| first["epoch"].clone())
         }
     })
     .await;
