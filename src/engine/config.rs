@@ -232,7 +232,7 @@ impl Config {
                 format!("{} is outside {MAX_PACKET_SIZE_MIN} ..= {MAX_PACKET_SIZE_MAX}", self.max_packet_size),
             );
         }
-        if self.voters % 2 == 0 || !(1..=7).contains(&self.voters) {
+        if self.voters.is_multiple_of(2) || !(1..=7).contains(&self.voters) {
             return bad("voters", format!("{} must be odd, 1 ..= 7", self.voters));
         }
         if !(1..=16).contains(&self.suspicion_votes) {

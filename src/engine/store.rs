@@ -967,31 +967,57 @@ impl EpochStore {
         self.process_ready(now);
     }
 
-    /// Keeps `voters` voters among the active members: removes voters whose
-    /// life left the configuration, adds active members (lowest address
-    /// first) while there are too few. One change at a time.
+    /// Keeps `voters` voters among the active members: removes voters (and
+    /// learners) whose life left the configuration; while there are too few
+    /// voters, adds a live member as a Raft learner first and promotes it
+    /// once its log has caught up. A member is added only if it is alive in
+    /// this node's SWIM view and renewed its lease here recently: a dead
+    /// node made a voter could take the quorum with it. One change at a
+    /// time.
     fn manage_voters(&mut self, now: Instant) {
         if self.leadership.conf_change_at.is_some_and(|at| now < at + PROPOSAL_RETRY) {
             return;
         }
-        let Some(raft) = &mut self.raft else { return };
+        let Some(raft) = &self.raft else { return };
         if raft.node.raft.has_pending_conf() {
             return;
         }
-        let voters: BTreeSet<u64> = raft.node.raft.prs().conf().voters().ids().iter().collect();
-        // The active members of the latest configuration this node knows.
+        let conf = raft.node.raft.prs().conf();
+        let voters: BTreeSet<u64> = conf.voters().ids().iter().collect();
+        let learners: BTreeSet<u64> = conf.learners().iter().copied().collect();
+        let committed = raft.node.raft.raft_log.committed;
+        let caught_up = |id: u64| raft.node.raft.prs().get(id).is_some_and(|p| p.matched >= committed);
         let active = &self.active_raft_ids;
         let me = raft_id(&self.me);
-        let stale = voters.iter().copied().find(|v| !active.contains(v) && *v != me);
+        let fresh = self.cfg.lease_renew * 3;
+        let healthy = |id: u64| {
+            self.peers.get(&id).is_some_and(|addr| {
+                self.swim_alive.get(addr).is_some_and(|alive| raft_id(&alive.life()) == id)
+                    && (*addr == self.me.addr
+                        || self.leadership.last_renewal.get(addr).is_some_and(|&t| now < t + fresh))
+            })
+        };
+        let stale = voters.iter().chain(&learners).copied().find(|v| !active.contains(v) && *v != me);
         let target = usize::from(self.cfg.voters).min(active.len());
         let change = if let Some(stale) = stale {
             Some((ConfChangeType::RemoveNode, stale))
         } else if voters.len() < target {
-            active.iter().copied().find(|a| !voters.contains(a)).map(|a| (ConfChangeType::AddNode, a))
+            if let Some(&ready) = learners.iter().find(|&&l| caught_up(l) && healthy(l)) {
+                Some((ConfChangeType::AddNode, ready))
+            } else if learners.is_empty() {
+                active
+                    .iter()
+                    .copied()
+                    .find(|&a| !voters.contains(&a) && healthy(a))
+                    .map(|a| (ConfChangeType::AddLearnerNode, a))
+            } else {
+                None
+            }
         } else {
             None
         };
         let Some((kind, node_id)) = change else { return };
+        let Some(raft) = &mut self.raft else { return };
         let mut cc = ConfChange::default();
         cc.set_change_type(kind);
         cc.node_id = node_id;
