@@ -312,6 +312,11 @@ fn print_report(report: &Report, replay: &str) {
         report.events_per_sec,
         report.trace_hash
     );
+    let e = &report.epochs;
+    println!(
+        "  epochs: {} committed (latest {}), {} consensus instances ({} suspicion votes), {} lease renewals",
+        e.epochs_committed, e.latest_epoch, e.consensus_instances, e.suspicion_votes, e.lease_renewals
+    );
     let m = &report.membership;
     let converge = m.converge_ms.map_or("never".to_string(), |ms| format!("{ms} ms"));
     println!(
@@ -340,6 +345,8 @@ struct SweepLine {
     wall_ms: u64,
     converge_ms: Option<u64>,
     false_suspicions: u64,
+    epochs_committed: u64,
+    consensus_instances: u64,
     first_failure: Option<String>,
     replay: Option<String>,
 }
@@ -434,6 +441,8 @@ fn sweep(
             wall_ms: report.wall_ms,
             converge_ms: report.membership.converge_ms,
             false_suspicions: report.membership.false_suspicions,
+            epochs_committed: report.epochs.epochs_committed,
+            consensus_instances: report.epochs.consensus_instances,
             first_failure: report.first_failure().map(|c| format!("{}: {}", c.name, c.detail)),
             replay,
         });
@@ -445,8 +454,10 @@ fn sweep(
         let worst_converge = converge.iter().max().map_or("-".into(), |ms| format!("{ms} ms"));
         let false_downs: u64 = mine.iter().map(|r| r.membership.false_suspicions).sum();
         let wall: u64 = mine.iter().map(|r| r.wall_ms).sum();
+        let epochs = mine.iter().map(|r| r.epochs.epochs_committed).max().unwrap_or(0);
         println!(
-            "{:<18} {passed}/{} passed; slowest convergence {worst_converge}; {false_downs} false downs; {wall} ms wall",
+            "{:<18} {passed}/{} passed; slowest convergence {worst_converge}; {false_downs} false downs; \
+             ≤ {epochs} epochs; {wall} ms wall",
             s.name,
             mine.len()
         );

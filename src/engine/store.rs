@@ -705,6 +705,13 @@ impl EpochStore {
         if known || self.leadership.proposed_votes.contains(&key) {
             return;
         }
+        // Enough evidence is on its way already: more votes about the same
+        // life would only cost consensus instances.
+        let committed = self.votes.get(&target).map_or(0, BTreeSet::len);
+        let in_flight = self.leadership.proposed_votes.iter().filter(|(t, _)| *t == target).count();
+        if committed + in_flight >= usize::from(self.cfg.suspicion_votes) {
+            return;
+        }
         if let Some(raft) = &mut self.raft {
             let data = rmp_serde::to_vec(&StoreEntry::Vote { target, by }).expect("a vote encodes");
             if raft.node.propose(vec![], data).is_ok() {

@@ -28,11 +28,12 @@ fn swim_header(datagram: &[u8]) -> foca::Header<NodeId> {
     SwimCodec.decode_header(packet).unwrap()
 }
 
-/// A lossless network with a fixed 1 ms latency that drives nodes in
-/// virtual time and records every output.
+/// A lossless network with a fixed 1 ms latency (so frames between two nodes
+/// stay in order) that drives nodes in virtual time and records every
+/// output.
 struct Net {
     nodes: BTreeMap<SocketAddr, Node>,
-    in_flight: BTreeMap<(Instant, u64), (SocketAddr, SocketAddr, Vec<u8>)>,
+    in_flight: BTreeMap<(Instant, u64), (SocketAddr, SocketAddr, Packet)>,
     seq: u64,
     now: Instant,
     trace: Vec<(Instant, SocketAddr, Output)>,
@@ -60,10 +61,15 @@ impl Net {
         let node = self.nodes.get_mut(&at).unwrap();
         let outputs = drain(node);
         for output in outputs {
-            if let Output::Datagram { to, bytes } = &output {
+            let packet = match &output {
+                Output::Datagram { to, bytes } => Some((*to, Packet::Datagram(bytes.clone()))),
+                Output::PeerFrame { to, bytes } => Some((*to, Packet::Frame(bytes.clone()))),
+                _ => None,
+            };
+            if let Some((to, packet)) = packet {
                 self.seq += 1;
                 let deliver_at = self.now + Duration::from_millis(1);
-                self.in_flight.insert((deliver_at, self.seq), (at, *to, bytes.clone()));
+                self.in_flight.insert((deliver_at, self.seq), (at, to, packet));
             }
             self.trace.push((self.now, at, output));
         }
@@ -85,9 +91,13 @@ impl Net {
             }
             self.now = next;
             if next_delivery == Some(next) {
-                let (_, (from, to, bytes)) = self.in_flight.pop_first().unwrap();
+                let (_, (from, to, packet)) = self.in_flight.pop_first().unwrap();
                 if self.nodes.contains_key(&to) {
-                    self.input(to, Input::Datagram { from, bytes });
+                    let input = match packet {
+                        Packet::Datagram(bytes) => Input::Datagram { from, bytes },
+                        Packet::Frame(bytes) => Input::PeerFrame { from, bytes },
+                    };
+                    self.input(to, input);
                 }
             } else {
                 let (_, at) = next_timer.unwrap();
@@ -105,6 +115,12 @@ impl Net {
             .map(|m| (m.addr, m.incarnation))
             .collect()
     }
+}
+
+#[derive(Debug, Clone)]
+enum Packet {
+    Datagram(Vec<u8>),
+    Frame(Vec<u8>),
 }
 
 fn three_node_run(seed: u64) -> Vec<(Instant, SocketAddr, Output)> {
@@ -259,6 +275,7 @@ fn leave_answers_tells_the_host_and_takes_no_more_input() {
             net.input(to, Input::Datagram { from: addr(7002), bytes });
         }
     }
+    net.nodes.remove(&addr(7002));
     let events: Vec<_> = net.trace.iter().filter(|(_, at, _)| *at == addr(7001)).map(|(_, _, o)| o.clone()).collect();
     assert!(events.contains(&Output::Event(Event::MemberDown(NodeId::new(addr(7002), 1, "n7002")))));
     assert!(events.contains(&Output::ClosePeer(addr(7002))));
@@ -386,8 +403,8 @@ fn a_joining_node_pulls_the_full_member_list_at_once() {
         .find(|(_, at, o)| *at == addr(7002) && *o == Output::Event(Event::Joined))
         .map(|(t, _, _)| *t)
         .expect("joined");
-    // The Net test driver drops frames; what matters is that the sync left
-    // at the moment of joining, to the member it joined through.
+    // The sync leaves at the moment of joining, to the member it joined
+    // through.
     let sync = net.trace.iter().find(|(t, at, o)| {
         *at == addr(7002)
             && *t == joined_at
@@ -419,4 +436,104 @@ fn bootstrap_commits_epoch_one_with_itself() {
     let config = n.configuration().expect("epoch 1 committed at once");
     assert_eq!(config.epoch, 1);
     assert!(n.is_leader());
+}
+
+/// Five nodes: 7001 bootstraps the epoch store, the others join through it.
+fn formed_five() -> Net {
+    let mut net = Net::new((1..=5).map(|i| node(7000 + i, 1, u64::from(i))));
+    net.input(addr(7001), Input::Command(Command::Bootstrap));
+    for port in 7002..=7005 {
+        net.input(addr(port), Input::Command(Command::Join(vec![addr(7001)])));
+    }
+    net.run_until(Instant::from_micros(8_000_000));
+    net
+}
+
+fn committed_epochs(net: &Net, at: SocketAddr) -> Vec<u64> {
+    net.trace
+        .iter()
+        .filter_map(|(_, node, o)| match o {
+            Output::Event(Event::Epoch(EpochEvent::EpochLearned { epoch, .. })) if *node == at => Some(*epoch),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn five_nodes_form_one_batched_epoch_with_three_voters_and_leases() {
+    let net = formed_five();
+    let first = net.nodes[&addr(7001)].configuration().cloned().expect("a configuration");
+    // Epoch 1 is the founder alone; the four joins, seen within one
+    // batching window, are one epoch.
+    assert_eq!(first.epoch, 2);
+    assert_eq!(first.members.len(), 5);
+    assert!(first.members.iter().all(|m| m.status == MemberStatus::Active));
+    for (a, n) in &net.nodes {
+        assert_eq!(n.configuration(), Some(&first), "{a} disagrees");
+        assert_eq!(committed_epochs(&net, *a), vec![1, 2], "{a} learned epochs out of order");
+        assert!(n.may_act_as_custodian(net.now), "{a} holds no lease");
+    }
+    assert_eq!(net.nodes.values().filter(|n| n.is_voter()).count(), 3);
+    assert_eq!(net.nodes.values().filter(|n| n.is_leader()).count(), 1);
+    let status = net.nodes[&addr(7004)].status();
+    assert_eq!(status.epoch, 2);
+    assert_eq!(status.voters.len(), 3);
+    assert!(status.leader.is_some());
+    assert!(status.lease_remaining_ms > 0);
+}
+
+#[test]
+fn a_crashed_member_is_removed_by_suspicion_votes_in_one_epoch() {
+    let mut net = formed_five();
+    let victim = *net.nodes.iter().find(|(_, n)| !n.is_voter()).expect("two non-voters").0;
+    net.nodes.remove(&victim);
+    let crashed_at = net.now;
+    let cfg = Config::lan();
+    net.run_until(crashed_at + cfg.failure_detection_bound(5) + cfg.stable_after + Duration::from_secs(1));
+    for (a, n) in &net.nodes {
+        let config = n.configuration().expect("a configuration");
+        assert_eq!(config.epoch, 3, "{a}");
+        assert_eq!(config.members.len(), 4);
+        assert!(config.member(victim).is_none());
+    }
+    let votes = net
+        .trace
+        .iter()
+        .filter(|(_, _, o)| matches!(o, Output::Event(Event::Epoch(EpochEvent::VoteCommitted { target, .. })) if target.addr == victim))
+        .count();
+    assert!(votes >= 2 * 3, "at least two votes, applied by each of the three voters: {votes}");
+}
+
+#[test]
+fn a_node_cut_off_from_the_store_stops_acting_within_one_lease() {
+    let mut net = formed_five();
+    let victim = *net.nodes.iter().find(|(_, n)| !n.is_leader()).expect("followers").0;
+    let mut cut = net.nodes.remove(&victim).unwrap();
+    let cut_at = net.now;
+    assert!(cut.may_act_as_custodian(cut_at));
+    // It keeps running alone: its renewals go nowhere.
+    let lease = Config::lan().lease;
+    let mut t = cut_at;
+    while t < cut_at + lease {
+        t = t + Duration::from_millis(100);
+        let _ = cut.handle(t, Input::Timeout);
+        drain(&mut cut);
+    }
+    assert!(!cut.may_act_as_custodian(t), "still acting {lease:?} after the cut");
+    assert_eq!(cut.status().lease_remaining_ms, 0);
+}
+
+#[test]
+fn a_graceful_leave_is_two_epochs_then_the_node_leaves() {
+    let mut net = formed_five();
+    let leaver = *net.nodes.iter().find(|(_, n)| !n.is_voter()).expect("non-voters").0;
+    net.input(leaver, Input::Command(Command::Leave));
+    net.run_until(net.now + Duration::from_secs(8));
+    let last = net.nodes[&addr(7001)].configuration().expect("a configuration");
+    assert!(last.member(leaver).is_none(), "still a member: {last:?}");
+    let epochs = committed_epochs(&net, addr(7001));
+    assert_eq!(epochs, vec![1, 2, 3, 4], "marked leaving in 3, removed in 4");
+    assert!(net.nodes[&leaver].has_left());
+    let left = net.trace.iter().any(|(_, at, o)| *at == leaver && *o == Output::Event(Event::Left));
+    assert!(left);
 }
