@@ -78,6 +78,10 @@ struct NodeArgs {
     /// Address peers reach this node at, if --listen is a wildcard like 0.0.0.0:7001.
     #[arg(long, value_name = "ADDR")]
     advertise: Option<SocketAddr>,
+    /// Voters of the epoch store (the embedded Raft group that commits ring configurations): odd, 1 to 7.
+    /// More survive more failures; each commit and lease read costs more messages.
+    #[arg(long, default_value_t = 3)]
+    voters: u8,
     /// Failure-detection timings: `lan` (probe 1 s, down after 4 s of suspicion) or `fast` (300 ms / 1 s; quiet networks and tests).
     #[arg(long, value_enum, default_value_t = Profile::Lan)]
     profile: Profile,
@@ -132,6 +136,7 @@ async fn run_node(args: NodeArgs) -> Result<()> {
         Profile::Lan => Config::lan(),
         Profile::Fast => Config::fast(),
     };
+    let config = Config { voters: args.voters, ..config };
     let mut builder = Cluster::builder().listen(args.listen).join(args.join).config(config);
     if let Some(name) = args.name {
         builder = builder.name(name);

@@ -255,6 +255,7 @@ pub struct Cluster {
 #[derive(Debug)]
 enum DriverCommand {
     Members(oneshot::Sender<Vec<MemberInfo>>),
+    Status(oneshot::Sender<crate::engine::wire::StatusInfo>),
     Stats(oneshot::Sender<Stats>),
     Leave,
 }
@@ -281,6 +282,12 @@ impl Cluster {
         self.ask(DriverCommand::Members).await
     }
 
+    /// The committed configuration as this node knows it: epoch and hash,
+    /// leader, voters, lease left, members.
+    pub async fn status(&self) -> Result<crate::engine::wire::StatusInfo, Error> {
+        self.ask(DriverCommand::Status).await
+    }
+
     /// The node's counters.
     pub async fn stats(&self) -> Result<Stats, Error> {
         self.ask(DriverCommand::Stats).await
@@ -292,8 +299,11 @@ impl Cluster {
         self.events.subscribe()
     }
 
-    /// Leaves the cluster gracefully: the members learn it at once (not
-    /// after a failure timeout), then the node stops. Returns when it has
+    /// Leaves the cluster gracefully: the epoch store marks this node leaving
+    /// and then removes it (two epochs, about two `stable_after` windows),
+    /// then the node leaves SWIM — the members see it at once, not after a
+    /// failure timeout — and stops. If the store cannot commit, the node
+    /// leaves after `2·stable_after + lease` anyway. Returns when it has
     /// stopped.
     pub async fn leave(&self) -> Result<(), Error> {
         if self.commands.send(DriverCommand::Leave).await.is_err() {
@@ -383,6 +393,9 @@ impl Driver {
         match command {
             DriverCommand::Members(reply) => {
                 let _ = reply.send(self.node.members());
+            }
+            DriverCommand::Status(reply) => {
+                let _ = reply.send(self.node.status());
             }
             DriverCommand::Stats(reply) => {
                 let _ = reply.send(Stats { engine: self.node.stats(), transport: self.counters.snapshot() });

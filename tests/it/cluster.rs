@@ -51,6 +51,22 @@ async fn five_nodes_converge_detect_a_drop_and_see_a_leave() {
     .await;
     eprintln!("converged in {took:?}");
 
+    // The first node bootstrapped the epoch store; one batched epoch admits
+    // the other four, and every node learns it.
+    wait_for(Duration::from_secs(5), "one committed configuration with all five", || {
+        let nodes = nodes.clone();
+        async move {
+            let mut epochs = Vec::new();
+            for node in &nodes {
+                let status = node.status().await.ok()?;
+                (status.members.len() == 5 && status.lease_remaining_ms > 0).then_some(())?;
+                epochs.push((status.epoch, status.epoch_hash));
+            }
+            epochs.windows(2).all(|w| w[0] == w[1]).then_some(())
+        }
+    })
+    .await;
+
     // An abrupt drop (no leave): the others mark it down within the
     // failure-detection bound of the configured timings.
     let dropped = nodes.pop().expect("five nodes");
