@@ -27,6 +27,24 @@ async fn state_of(viewer: &Cluster, addr: SocketAddr) -> Option<MemberState> {
     states(viewer).await.into_iter().find(|&(a, _)| a == addr).map(|(_, s)| s)
 }
 
+/// Waits until every node in `nodes` holds `addr` as down; returns how long
+/// that took.
+async fn all_see_down(nodes: &[Cluster], addr: SocketAddr, limit: Duration, what: &str) -> Duration {
+    let (_, took) = wait_for(limit, what, || {
+        let nodes = nodes.to_vec();
+        async move {
+            for node in &nodes {
+                if state_of(node, addr).await != Some(MemberState::Down) {
+                    return None;
+                }
+            }
+            Some(())
+        }
+    })
+    .await;
+    took
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_nodes_converge_detect_a_drop_and_see_a_leave() {
     let first = start("n0", &[]).await;
@@ -73,18 +91,7 @@ async fn five_nodes_converge_detect_a_drop_and_see_a_leave() {
     let dropped_addr = dropped.local_addr();
     drop(dropped);
     let bound = Config::fast().failure_detection_bound(5);
-    let (_, took) = wait_for(bound, "the dropped node is marked down everywhere", || {
-        let nodes = nodes.clone();
-        async move {
-            for node in &nodes {
-                if state_of(node, dropped_addr).await != Some(MemberState::Down) {
-                    return None;
-                }
-            }
-            Some(())
-        }
-    })
-    .await;
+    let took = all_see_down(&nodes, dropped_addr, bound, "the dropped node is marked down everywhere").await;
     eprintln!("drop detected in {took:?} (bound {bound:?})");
 
     // A graceful leave: the others see it within 1 s, long before any
@@ -93,18 +100,7 @@ async fn five_nodes_converge_detect_a_drop_and_see_a_leave() {
     let leaver_addr = leaver.local_addr();
     let mut events = nodes[0].events();
     leaver.leave().await.expect("leave");
-    let (_, took) = wait_for(Duration::from_secs(1), "the leaver is seen down everywhere", || {
-        let nodes = nodes.clone();
-        async move {
-            for node in &nodes {
-                if state_of(node, leaver_addr).await != Some(MemberState::Down) {
-                    return None;
-                }
-            }
-            Some(())
-        }
-    })
-    .await;
+    let took = all_see_down(&nodes, leaver_addr, Duration::from_secs(1), "the leaver is seen down everywhere").await;
     eprintln!("leave seen in {took:?}");
     // The host saw it as an event too.
     let event = tokio::time::timeout(Duration::from_secs(1), async {
