@@ -42,7 +42,8 @@ use super::wire::{EpochMsg, LeaseStatus, Message};
 pub const LEASE_READS_MAX: usize = 4096;
 /// Configurations a voter keeps for answering fetches and checks.
 pub const CHAIN_KEPT_MAX: usize = 64;
-/// Raft ticks per election timeout (one value: see the module docs).
+/// Least Raft ticks per election timeout; each node draws its own between
+/// this and twice this (see the module docs).
 const ELECTION_TICKS: usize = 10;
 /// Raft ticks per leader heartbeat.
 const HEARTBEAT_TICKS: usize = 2;
@@ -196,6 +197,13 @@ pub(crate) struct EpochStore {
     swim_down: BTreeSet<NodeId>,
     leaving: bool,
     votes: BTreeMap<NodeId, BTreeSet<NodeId>>,
+    /// Per address, the highest incarnation a committed epoch removed: that
+    /// life (and older ones) may never be admitted again. Part of the
+    /// replicated state (built from applied epochs), bounded by the number of
+    /// addresses ever in the cluster.
+    retired: BTreeMap<SocketAddr, u64>,
+    /// Whether `Removed` was reported for this life already.
+    removed_reported: bool,
     leadership: Leadership,
     outputs: Vec<StoreOutput>,
     stats: StoreStats,
@@ -232,6 +240,8 @@ impl EpochStore {
             swim_down: BTreeSet::new(),
             leaving: false,
             votes: BTreeMap::new(),
+            retired: BTreeMap::new(),
+            removed_reported: false,
             leadership: Leadership::default(),
             outputs: Vec::new(),
             stats: StoreStats::default(),
@@ -323,12 +333,15 @@ impl EpochStore {
 
     fn start_raft(&mut self, origin: u64, now: Instant) {
         let id = raft_id(&self.me);
+        // Each node draws its own election timeout once, from its seeded
+        // generator: raft-rs then has a single value to pick from.
+        let election = ELECTION_TICKS + self.rng.random_range(0..ELECTION_TICKS);
         let config = raft::Config {
             id,
-            election_tick: ELECTION_TICKS,
+            election_tick: election,
             heartbeat_tick: HEARTBEAT_TICKS,
-            min_election_tick: ELECTION_TICKS,
-            max_election_tick: ELECTION_TICKS + 1,
+            min_election_tick: election,
+            max_election_tick: election + 1,
             pre_vote: true,
             check_quorum: true,
             ..raft::Config::default()
@@ -392,6 +405,10 @@ impl EpochStore {
         self.lease_end = None;
         self.member_of = None;
         self.leaving = false;
+        self.removed_reported = false;
+        // Grants still on their way were for the old life.
+        self.lease_sent.clear();
+        self.lease_answered = self.lease_seq;
     }
 
     /// Ask the leader to mark this node leaving (and, for now, remove it).
@@ -482,7 +499,8 @@ impl EpochStore {
             config.members.iter().filter(|m| m.status == MemberStatus::Active).map(|m| raft_id(&m.id)).collect();
         self.latest_hash = hash;
         self.latest = Some(config);
-        if self.was_removed() {
+        if self.was_removed() && !self.removed_reported {
+            self.removed_reported = true;
             self.outputs.push(StoreOutput::Event(StoreEvent::Removed));
         }
         let _ = now;
@@ -624,6 +642,10 @@ impl EpochStore {
                     self.heard(epoch, hash, Some(leader), now);
                 }
                 match status {
+                    // A grant covers what this node owns in the grant's epoch:
+                    // one it has not learned yet extends nothing (its ranges
+                    // may have moved away in it); the next renewal will.
+                    LeaseStatus::Granted if epoch > known => {}
                     LeaseStatus::Granted => {
                         if let Some(&sent) = self.lease_sent.get(&seq) {
                             let end = sent + self.cfg.lease;
@@ -635,7 +657,8 @@ impl EpochStore {
                         }
                     }
                     LeaseStatus::Removed => {
-                        if self.member_of.is_some() {
+                        if self.member_of.is_some() && !self.removed_reported {
+                            self.removed_reported = true;
                             self.lease_end = None;
                             self.outputs.push(StoreOutput::Event(StoreEvent::Removed));
                         }
@@ -678,7 +701,10 @@ impl EpochStore {
 
     /// Starts one linearizable read for every queued lease request.
     fn start_read(&mut self, now: Instant) {
-        if self.leadership.queued.is_empty() {
+        // raft-rs drops a read until the leader has committed an entry of its
+        // own term: keep the requests queued until then.
+        let ready = self.raft.as_ref().is_some_and(|r| r.node.raft.commit_to_current_term());
+        if self.leadership.queued.is_empty() || !ready {
             return;
         }
         let batch = std::mem::take(&mut self.leadership.queued);
@@ -800,7 +826,10 @@ impl EpochStore {
                     Ok(StoreEntry::Epoch(config)) => self.apply_epoch(config, now),
                     Ok(StoreEntry::Vote { target, by }) => {
                         self.leadership.proposed_votes.remove(&(target.clone(), by.clone()));
-                        let valid = self.latest.as_ref().is_some_and(|c| c.contains(&target) && c.contains(&by));
+                        // Against the applied chain, not what gossip taught:
+                        // every voter must decide the same.
+                        let applied = self.chain.last_key_value().map(|(_, c)| c);
+                        let valid = applied.is_some_and(|c| c.contains(&target) && c.contains(&by));
                         if valid && self.votes.entry(target.clone()).or_default().insert(by.clone()) {
                             self.stats.votes_applied += 1;
                             self.outputs.push(StoreOutput::Event(StoreEvent::VoteCommitted { target, by }));
@@ -822,6 +851,23 @@ impl EpochStore {
         }
         let hash = config.hash();
         self.stats.epochs_applied += 1;
+        if let Some((_, previous)) = self.chain.last_key_value() {
+            for m in &previous.members {
+                if config.member(m.id.addr).is_none_or(|now_member| now_member.id.incarnation > m.id.incarnation) {
+                    let retired = self.retired.entry(m.id.addr).or_insert(0);
+                    *retired = (*retired).max(m.id.incarnation);
+                }
+                // 5: admission counts as a renewal, or a new member would be
+                // taken for lapsed before its first grant.
+            }
+            if self.leadership.since.is_some() {
+                for m in &config.members {
+                    if previous.member(m.id.addr).is_none_or(|p| p.id != m.id) {
+                        self.leadership.last_renewal.insert(m.id.addr, now);
+                    }
+                }
+            }
+        }
         self.outputs.push(StoreOutput::Event(StoreEvent::EpochCommitted { epoch: config.epoch, hash }));
         self.votes.retain(|target, _| config.contains(target));
         if self.leadership.proposed.is_some_and(|(e, _)| e <= config.epoch) {
@@ -938,7 +984,8 @@ impl EpochStore {
         for id in self.swim_alive.values() {
             let life = id.life();
             let newer = latest.member(id.addr).is_none_or(|m| m.id.incarnation < life.incarnation);
-            if newer && !self.leadership.leave_requests.contains(&life) {
+            let retired = self.retired.get(&id.addr).is_some_and(|&inc| life.incarnation <= inc);
+            if newer && !retired && !self.leadership.leave_requests.contains(&life) {
                 changes.joins.push(life);
             }
         }
@@ -953,7 +1000,10 @@ impl EpochStore {
             let lapsed = id != &self.me
                 && now >= since + expiry
                 && self.leadership.last_renewal.get(&id.addr).is_none_or(|&t| now >= t + expiry);
-            if m.status == MemberStatus::Leaving || voted || lapsed {
+            // A leader never removes itself: it hands leadership over first
+            // (see `manage_voters`), and the next leader removes it.
+            let removable = id != &self.me;
+            if removable && (m.status == MemberStatus::Leaving || voted || lapsed) {
                 changes.removals.push(id.clone());
             } else if self.leadership.leave_requests.contains(id) {
                 changes.leaving.push(id.clone());
@@ -1004,8 +1054,24 @@ impl EpochStore {
                         || self.leadership.last_renewal.get(addr).is_some_and(|&t| now < t + fresh))
             })
         };
+        if !active.contains(&me) {
+            // Leaving: hand leadership to a caught-up voter that stays.
+            if let Some(&next) = voters.iter().find(|&&v| v != me && active.contains(&v) && caught_up(v)) {
+                tracing::debug!(next, "leaving: transferring leadership");
+                if let Some(raft) = &mut self.raft {
+                    raft.node.transfer_leader(next);
+                }
+                self.leadership.conf_change_at = Some(now);
+            }
+            return;
+        }
         let stale = voters.iter().chain(&learners).copied().find(|v| !active.contains(v) && *v != me);
-        let target = usize::from(self.cfg.voters).min(active.len());
+        // An odd number of voters: an even one tolerates no more failures
+        // than one fewer, and has one more voter that can fail.
+        let mut target = usize::from(self.cfg.voters).min(active.len()).max(1);
+        if target.is_multiple_of(2) {
+            target -= 1;
+        }
         let change = if let Some(stale) = stale {
             Some((ConfChangeType::RemoveNode, stale))
         } else if voters.len() < target {

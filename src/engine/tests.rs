@@ -537,3 +537,28 @@ fn a_graceful_leave_is_two_epochs_then_the_node_leaves() {
     let left = net.trace.iter().any(|(_, at, o)| *at == leaver && *o == Output::Event(Event::Left));
     assert!(left);
 }
+
+#[test]
+fn a_leaving_leader_hands_over_and_the_store_keeps_working() {
+    let mut net = formed_five();
+    let leader = *net.nodes.iter().find(|(_, n)| n.is_leader()).expect("a leader").0;
+    net.input(leader, Input::Command(Command::Leave));
+    net.run_until(net.now + Duration::from_secs(10));
+    assert!(net.nodes[&leader].has_left());
+    net.nodes.remove(&leader);
+    let leaders: Vec<SocketAddr> = net.nodes.iter().filter(|(_, n)| n.is_leader()).map(|(a, _)| *a).collect();
+    assert_eq!(leaders.len(), 1, "one new leader: {leaders:?}");
+    for n in net.nodes.values() {
+        let config = n.configuration().expect("a configuration");
+        assert!(config.member(leader).is_none());
+        assert_eq!(config.members.len(), 4);
+    }
+    // The store still commits: a crash is removed.
+    let victim = *net.nodes.iter().find(|(_, n)| !n.is_leader()).expect("followers").0;
+    let before = net.nodes[&leaders[0]].configuration().expect("a configuration").epoch;
+    net.nodes.remove(&victim);
+    let cfg = Config::lan();
+    net.run_until(net.now + cfg.failure_detection_bound(4) + cfg.stable_after + cfg.lease * 2);
+    let after = net.nodes[&leaders[0]].configuration().expect("a configuration");
+    assert!(after.epoch > before && after.member(victim).is_none(), "{after:?}");
+}
