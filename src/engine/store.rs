@@ -488,9 +488,19 @@ impl EpochStore {
         if config.contains(&self.me) {
             self.member_of = Some(config.epoch);
         }
-        for m in &config.members {
-            self.peers.insert(raft_id(&m.id), m.id.addr);
-        }
+        // Raft peers: the configuration's members, plus whoever the Raft
+        // group still counts (a removed voter until its removal applies).
+        let group: BTreeSet<u64> = self
+            .raft
+            .as_ref()
+            .map(|r| {
+                let conf = r.node.raft.prs().conf();
+                conf.voters().ids().iter().chain(conf.learners().iter().copied()).collect()
+            })
+            .unwrap_or_default();
+        let members: BTreeMap<u64, SocketAddr> = config.members.iter().map(|m| (raft_id(&m.id), m.id.addr)).collect();
+        self.peers.retain(|id, _| group.contains(id) || members.contains_key(id));
+        self.peers.extend(members);
         // Votes about lives no longer in the configuration are moot.
         self.swim_down.retain(|t| config.contains(t));
         self.outputs.push(StoreOutput::Event(StoreEvent::EpochLearned { epoch: config.epoch, hash }));
@@ -873,6 +883,10 @@ impl EpochStore {
         if self.leadership.proposed.is_some_and(|(e, _)| e <= config.epoch) {
             self.leadership.proposed = None;
         }
+        // Leader bookkeeping about lives no longer in the configuration is
+        // moot: keep the maps bounded by the membership.
+        self.leadership.leave_requests.retain(|id| config.contains(id));
+        self.leadership.last_renewal.retain(|addr, _| config.member(*addr).is_some());
         self.chain.insert(config.epoch, config.clone());
         while self.chain.len() > CHAIN_KEPT_MAX {
             self.chain.pop_first();
