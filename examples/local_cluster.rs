@@ -12,10 +12,11 @@
 //! ```
 //!
 //! It starts three nodes, the second and third joining through the first,
-//! waits until every node sees all three alive, prints each node's view and
-//! which node is custodian of a few resources on the ring, then prints
-//! membership events until it is stopped; on Ctrl-C (or after `--seconds`) every
-//! node leaves the cluster gracefully.
+//! waits until every node sees all three alive and the epoch store has
+//! committed a configuration with all three, prints each node's view, the
+//! epoch, and which node is custodian of a few resources on that
+//! configuration's ring, then prints membership events until it is stopped;
+//! on Ctrl-C (or after `--seconds`) every node leaves the cluster gracefully.
 
 // An example drives real time.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
@@ -90,9 +91,31 @@ async fn main() -> Result<(), Box<dyn Error>> {
         println!("{} sees: {}", node.id().name, view.join(", "));
     }
 
-    // Custody comes from the ring over the members. (Later, the ring comes
-    // from a committed epoch rather than each node's own view.)
-    let members: Vec<NodeId> = nodes.iter().map(|n| n.id().clone()).collect();
+    // Custody comes from the ring of the committed configuration, the same
+    // on every node, not from any node's own SWIM view.
+    let status = loop {
+        let status = nodes[0].status().await?;
+        if status.members.len() == nodes.len() && status.leader.is_some() {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(15) {
+            return Err("no committed configuration with all three nodes within 15 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!(
+        "\nepoch {} (hash {}): leader {}, voters {}",
+        status.epoch,
+        status.epoch_hash,
+        status.leader.as_deref().unwrap_or("?"),
+        status.voters.join(", ")
+    );
+    let members: Vec<NodeId> = status
+        .members
+        .iter()
+        .filter(|m| m.status == custody::MemberStatus::Active)
+        .map(|m| NodeId::new(m.addr, m.incarnation, &m.name))
+        .collect();
     let ring = Ring::new(members, Config::lan().vnodes);
     println!();
     for resource in ["account-1", "account-2", "account-3", "orders/eu", "orders/us"] {
@@ -119,12 +142,18 @@ async fn main() -> Result<(), Box<dyn Error>> {
         tokio::select! {
             () = &mut stop => break,
             event = events.recv() => match event {
+                // Lease renewals come every second; commits repeat learnings.
+                Ok(custody::Event::Epoch(
+                    custody::engine::EpochEvent::LeaseRenewed { .. } | custody::engine::EpochEvent::EpochCommitted { .. },
+                )) => {}
                 Ok(event) => println!("{} saw {event:?}", nodes[0].id().name),
                 Err(e) => println!("{} event stream: {e}", nodes[0].id().name),
             },
         }
     }
 
+    // Leave one at a time, the last joined first: each leave is two epochs
+    // (leaving, then removed) committed by the epoch store.
     println!("leaving");
     for node in nodes.iter().rev() {
         node.leave().await?;

@@ -56,5 +56,5 @@
 pub mod engine;
 pub mod runtime;
 
-pub use engine::{Config, Event, MemberInfo, MemberState, NodeId};
+pub use engine::{Config, Configuration, Event, MemberInfo, MemberState, MemberStatus, NodeId};
 pub use runtime::{Cluster, ClusterBuilder, Error};

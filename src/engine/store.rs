@@ -616,7 +616,16 @@ impl EpochStore {
         if raft.origin != origin {
             return Err(format!("Raft message of another group (origin {origin:x})"));
         }
-        raft.node.step(msg).map_err(|e| format!("Raft rejected a message: {e}"))?;
+        match raft.node.step(msg) {
+            Ok(()) => {}
+            // From a peer the group has removed (or not added yet): routine
+            // while the voter set changes.
+            Err(raft::Error::StepPeerNotFound) => {
+                tracing::debug!(peer = %from, "Raft message from a peer outside the group");
+                return Ok(());
+            }
+            Err(e) => return Err(format!("Raft rejected a message: {e}")),
+        }
         self.process_ready(now);
         Ok(())
     }

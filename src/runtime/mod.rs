@@ -481,7 +481,7 @@ fn log_event(event: &Event) {
             tracing::info!(%target, %by, "suspicion vote committed")
         }
         Event::Epoch(EpochEvent::LeaseRenewed { .. }) => tracing::trace!("lease renewed"),
-        Event::Epoch(EpochEvent::Removed) => tracing::warn!("removed from the configuration"),
+        Event::Epoch(EpochEvent::Removed) => tracing::info!("removed from the configuration"),
     }
 }
 
