@@ -833,24 +833,6 @@ impl Finished {
     /// by the caller.
     pub fn report(self, wall_ms: u64) -> Report {
         let sim = self.sim;
-        if std::env::var_os("NETSIM_DEBUG_STATUS").is_some() {
-            for (i, n) in sim.nodes.iter().enumerate() {
-                if let Some(e) = &n.engine {
-                    let st = e.status();
-                    eprintln!(
-                        "n{i} inc={} epoch={} leader={:?} voters={:?} voter={} leader_self={} members={} stats={:?}",
-                        e.id().incarnation,
-                        st.epoch,
-                        st.leader,
-                        st.voters,
-                        e.is_voter(),
-                        e.is_leader(),
-                        st.members.len(),
-                        e.store_stats()
-                    );
-                }
-            }
-        }
         let settle = sim.plan.settle_at_ms() * 1000;
         let mut membership = sim.membership;
         membership.converge_ms = sim.converged_at.map(|t| (t - settle) / 1000);
