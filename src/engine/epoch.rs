@@ -46,6 +46,9 @@ pub struct ConfigMember {
 /// A committed configuration `C_e`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Configuration {
+    /// Which cluster this chain belongs to: the Raft id of the node that
+    /// bootstrapped it. Two clusters started apart never mix their chains.
+    pub group: u64,
     /// The epoch number: 1 for the first, then one more per commit.
     pub epoch: u64,
     /// Members, sorted by address, one per address.
@@ -60,9 +63,11 @@ pub struct Configuration {
 pub const REPLICATION_DEFAULT: u8 = 3;
 
 impl Configuration {
-    /// The first configuration: the bootstrapping node alone.
-    pub fn first(founder: NodeId, vnodes: u32, replication: u8) -> Configuration {
+    /// The first configuration of cluster `group`: the bootstrapping node
+    /// alone.
+    pub fn first(group: u64, founder: NodeId, vnodes: u32, replication: u8) -> Configuration {
         Configuration {
+            group,
             epoch: 1,
             members: vec![ConfigMember { id: founder, status: MemberStatus::Active }],
             vnodes,
@@ -75,6 +80,7 @@ impl Configuration {
     pub fn hash(&self) -> u64 {
         let mut h = hashring::DefaultHashBuilder.build_hasher();
         let mut bytes = Vec::with_capacity(32 + self.members.len() * 32);
+        bytes.extend_from_slice(&self.group.to_be_bytes());
         bytes.extend_from_slice(&self.epoch.to_be_bytes());
         bytes.extend_from_slice(&self.vnodes.to_be_bytes());
         bytes.push(self.replication);
@@ -158,7 +164,13 @@ impl Configuration {
         if members == self.members || members.is_empty() {
             return None;
         }
-        Some(Configuration { epoch: self.epoch + 1, members, vnodes: self.vnodes, replication: self.replication })
+        Some(Configuration {
+            group: self.group,
+            epoch: self.epoch + 1,
+            members,
+            vnodes: self.vnodes,
+            replication: self.replication,
+        })
     }
 }
 
@@ -172,7 +184,7 @@ mod tests {
 
     #[test]
     fn next_applies_joins_leaves_and_removals_in_one_epoch() {
-        let c1 = Configuration::first(id(1, 1), 128, 3);
+        let c1 = Configuration::first(7, id(1, 1), 128, 3);
         let changes = Changes { joins: vec![id(3, 1), id(2, 1)], ..Changes::default() };
         let c2 = c1.next(&changes).unwrap();
         assert_eq!(c2.epoch, 2);
@@ -195,20 +207,22 @@ mod tests {
 
     #[test]
     fn the_hash_is_stable_and_sees_every_field() {
-        let c = Configuration::first(id(1, 1), 128, 3);
-        assert_eq!(c.hash(), Configuration::first(id(1, 1), 128, 3).hash());
+        let c = Configuration::first(7, id(1, 1), 128, 3);
+        assert_eq!(c.hash(), Configuration::first(7, id(1, 1), 128, 3).hash());
         // Pinned: a change of encoding would split a mixed-version cluster.
-        assert_eq!(c.hash(), 0xb884_6962_49ef_497f);
+        assert_eq!(c.hash(), 0xb290_d9b8_227c_1f36);
         let mut other = c.clone();
         other.members[0].status = MemberStatus::Leaving;
         assert_ne!(other.hash(), c.hash());
-        assert_ne!(Configuration::first(id(1, 2), 128, 3).hash(), c.hash());
-        assert_ne!(Configuration::first(id(1, 1), 64, 3).hash(), c.hash());
+        assert_ne!(Configuration::first(7, id(1, 2), 128, 3).hash(), c.hash());
+        assert_ne!(Configuration::first(7, id(1, 1), 64, 3).hash(), c.hash());
+        assert_ne!(Configuration::first(8, id(1, 1), 128, 3).hash(), c.hash());
     }
 
     #[test]
     fn lookups_by_address_and_identity() {
-        let c = Configuration::first(id(1, 1), 128, 3).next(&Changes { joins: vec![id(5, 1)], ..Default::default() });
+        let c =
+            Configuration::first(7, id(1, 1), 128, 3).next(&Changes { joins: vec![id(5, 1)], ..Default::default() });
         let c = c.unwrap();
         assert!(c.contains(&id(5, 1)));
         assert!(!c.contains(&id(5, 2)));

@@ -477,6 +477,14 @@ impl EpochStore {
         if config.epoch <= known || !config.is_well_formed() {
             return false;
         }
+        let group = self.latest.as_ref().map(|c| c.group).or(self.raft.as_ref().map(|r| r.origin));
+        if group.is_some_and(|g| g != config.group) {
+            tracing::warn!(
+                group = %format!("{:016x}", config.group),
+                "a configuration of another cluster (bootstrapped elsewhere); ignored"
+            );
+            return false;
+        }
         let hash = config.hash();
         if self.announced.get(&config.epoch).is_some_and(|&h| h != hash) {
             tracing::warn!(epoch = config.epoch, "a configuration does not match its announced hash; ignored");
@@ -635,8 +643,15 @@ impl EpochStore {
         match msg {
             EpochMsg::LeaseRequest { id, seq, member_of } => {
                 if !self.is_leader() {
-                    let leader = self.leader;
-                    self.reply(from, EpochMsg::NotLeader { seq, leader }, now);
+                    // Forward once, straight from the requester, to the leader
+                    // this node knows; the leader answers the requester's
+                    // own address. Otherwise point the requester elsewhere.
+                    match self.leader {
+                        Some(leader) if from == id.addr && leader != from && leader != self.me.addr => {
+                            self.send(leader, EpochMsg::LeaseRequest { id, seq, member_of });
+                        }
+                        leader => self.reply(from, EpochMsg::NotLeader { seq, leader }, now),
+                    }
                     return;
                 }
                 let l = &mut self.leadership;
@@ -865,7 +880,8 @@ impl EpochStore {
         let applied = self.chain.last_key_value().map_or(0, |(&e, _)| e);
         // The chain is one chain: only the next epoch applies; a proposal
         // that lost a race is dropped the same way on every voter.
-        if config.epoch != applied + 1 || !config.is_well_formed() {
+        let origin = self.raft.as_ref().map(|r| r.origin);
+        if config.epoch != applied + 1 || !config.is_well_formed() || origin != Some(config.group) {
             return;
         }
         let hash = config.hash();
@@ -932,7 +948,9 @@ impl EpochStore {
                     leader: self.me.addr,
                     voters: voters.clone(),
                 };
-                self.reply(read.from, grant, now);
+                // To the requester itself, which may have come through another
+                // node.
+                self.reply(read.id.addr, grant, now);
             }
         }
     }
@@ -980,7 +998,8 @@ impl EpochStore {
         let Some(latest) = self.chain.last_key_value().map(|(_, c)| c.clone()) else {
             // A fresh group: commit the first configuration at once.
             if self.leadership.proposed.is_none_or(|(_, at)| now >= at + PROPOSAL_RETRY) {
-                let first = Configuration::first(self.me.clone(), self.cfg.vnodes, self.cfg.replication);
+                let group = self.raft.as_ref().map_or(0, |r| r.origin);
+                let first = Configuration::first(group, self.me.clone(), self.cfg.vnodes, self.cfg.replication);
                 self.propose_epoch(first, now);
             }
             return;

@@ -562,3 +562,19 @@ fn a_leaving_leader_hands_over_and_the_store_keeps_working() {
     let after = net.nodes[&leaders[0]].configuration().expect("a configuration");
     assert!(after.epoch > before && after.member(victim).is_none(), "{after:?}");
 }
+
+#[test]
+fn a_configuration_of_another_cluster_is_never_learned() {
+    let mut a = formed_five();
+    // A second cluster, bootstrapped apart, reaches epoch 1 with its founder.
+    let mut other = node(8001, 1, 9);
+    other.handle(Instant::ZERO, Input::Command(Command::Bootstrap)).unwrap();
+    let foreign = other.configuration().cloned().expect("epoch 1");
+    let foreign = foreign.next(&epoch::Changes { joins: vec![NodeId::new(addr(8002), 1, "x")], ..Default::default() });
+    let mut foreign = foreign.expect("a change");
+    foreign.epoch = 99;
+    let before = a.nodes[&addr(7003)].configuration().cloned();
+    let bytes = wire::encode_message(&Message::Epoch(wire::EpochMsg::Config(foreign))).unwrap();
+    a.input(addr(7003), Input::PeerFrame { from: addr(8001), bytes });
+    assert_eq!(a.nodes[&addr(7003)].configuration().cloned(), before);
+}
