@@ -17,6 +17,7 @@ pub mod id;
 pub mod membership;
 pub mod ring;
 pub mod store;
+pub mod task;
 pub mod time;
 pub mod wire;
 
