@@ -472,7 +472,7 @@ impl EpochStore {
 
     /// Takes a configuration as learned, if it is newer than what this node
     /// knows. Returns whether it was.
-    fn learn(&mut self, config: Configuration, now: Instant) -> bool {
+    fn learn(&mut self, config: Configuration) -> bool {
         let known = self.latest.as_ref().map_or(0, |c| c.epoch);
         if config.epoch <= known || !config.is_well_formed() {
             return false;
@@ -521,7 +521,6 @@ impl EpochStore {
             self.removed_reported = true;
             self.outputs.push(StoreOutput::Event(StoreEvent::Removed));
         }
-        let _ = now;
         true
     }
 
@@ -728,7 +727,7 @@ impl EpochStore {
                 }
             }
             EpochMsg::Config(config) => {
-                self.learn(config, now);
+                self.learn(config);
             }
         }
     }
@@ -916,7 +915,7 @@ impl EpochStore {
         while self.chain.len() > CHAIN_KEPT_MAX {
             self.chain.pop_first();
         }
-        self.learn(config, now);
+        self.learn(config);
     }
 
     fn answer_reads(&mut self, states: Vec<raft::ReadState>, now: Instant) {
