@@ -152,16 +152,20 @@ async fn run_node(args: NodeArgs) -> Result<()> {
     }
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot install the SIGTERM handler")?;
+    let signal = tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = sigterm.recv() => "SIGTERM",
+        () = cluster.stopped() => return Ok(()),
+    };
+    tracing::info!(
+        "{signal}: leaving the cluster (the epoch store removes this node first; interrupt again to stop at once)"
+    );
     tokio::select! {
+        left = cluster.leave() => left.context("leaving the cluster")?,
         _ = tokio::signal::ctrl_c() => {
-            tracing::info!("SIGINT: leaving the cluster");
-            cluster.leave().await.context("leaving the cluster")?;
+            tracing::warn!("second interrupt: stopping without waiting for the removal epoch");
+            std::process::exit(130);
         }
-        _ = sigterm.recv() => {
-            tracing::info!("SIGTERM: leaving the cluster");
-            cluster.leave().await.context("leaving the cluster")?;
-        }
-        () = cluster.stopped() => {}
     }
     Ok(())
 }
