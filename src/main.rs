@@ -56,6 +56,17 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Show which node is custodian of a resource in the latest committed configuration.
+    Owner {
+        /// The node to ask (its listen address).
+        #[arg(long, value_name = "ADDR")]
+        node: SocketAddr,
+        /// The resource.
+        resource: String,
+        /// Print one JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Tell a node to leave the cluster gracefully and stop.
     Leave {
         /// The node to stop (its listen address).
@@ -117,6 +128,7 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Members { node, json } => members(node, json).await,
         Cmd::Leave { node } => leave(node).await,
         Cmd::Status { node, json } => status(node, json).await,
+        Cmd::Owner { node, resource, json } => owner(node, resource, json).await,
     }
 }
 
@@ -240,6 +252,31 @@ async fn status(node: SocketAddr, json: bool) -> Result<()> {
     for m in &status.members {
         let voter = if status.voters.contains(&m.name) { " (voter)" } else { "" };
         writeln!(out, "  {:<20} {:<22} #{:<14} {}{voter}", m.name, m.addr, m.incarnation, m.status.as_str())?;
+    }
+    Ok(())
+}
+
+async fn owner(node: SocketAddr, resource: String, json: bool) -> Result<()> {
+    let Response::Owner(owner) = ask(node, Request::Owner { resource: resource.clone() }).await? else {
+        bail!("the node at {node} answered with something other than an owner");
+    };
+    let Some(owner) = owner else {
+        bail!("the node at {node} knows no committed configuration yet; retry once it has joined");
+    };
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer(&mut out, &owner)?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "{resource}: custodian {} ({}) at epoch {}, range {}, replicas {}",
+            owner.custodian,
+            owner.addr,
+            owner.epoch,
+            owner.range,
+            owner.replicas.join(", ")
+        )?;
     }
     Ok(())
 }

@@ -37,7 +37,7 @@ pub use wire::{MemberInfo, MemberState, WireError};
 
 use membership::{Effects, EpochGossip, Heard, Swim, SwimCodec, Timers};
 use store::{EpochStore, StoreOutput};
-use wire::{Frame, Message, Request, Response, StatusInfo, StatusMember, SyncMember};
+use wire::{Frame, Message, OwnerInfo, Request, Response, StatusInfo, StatusMember, SyncMember};
 
 /// Most seeds a node announces to. More would only multiply join traffic.
 pub const SEEDS_MAX: usize = 16;
@@ -253,6 +253,8 @@ pub struct Node {
     heard: Heard,
     /// A leave in progress waits for the removal epoch until then.
     leave_deadline: Option<Instant>,
+    /// The ring of the latest configuration, built on first use.
+    ring: Option<(u64, ring::Ring)>,
     left: bool,
     stats: Stats,
 }
@@ -303,6 +305,7 @@ impl Node {
             store,
             heard,
             leave_deadline: None,
+            ring: None,
             left: false,
             stats: Stats::default(),
         }
@@ -358,6 +361,27 @@ impl Node {
     /// that outlasts the longest task (`now + d_max ≤ lease_end`).
     pub fn may_act_as_custodian(&self, now: Instant) -> bool {
         !self.left && self.store.lease_end().is_some_and(|end| now + self.config.d_max <= end)
+    }
+
+    /// Who is custodian of `resource` in the latest configuration this node
+    /// knows: every node that knows the same epoch answers the same.
+    pub fn owner(&mut self, resource: &str) -> Option<OwnerInfo> {
+        let config = self.store.latest()?;
+        if self.ring.as_ref().is_none_or(|(epoch, _)| *epoch != config.epoch) {
+            // Built once per epoch, on demand: a large ring costs milliseconds.
+            self.ring = Some((config.epoch, config.ring()));
+        }
+        let (epoch, ring) = self.ring.as_ref()?;
+        let (range, owner) = ring.locate(resource)?;
+        let k = usize::from(config.replication);
+        Some(OwnerInfo {
+            resource: resource.to_string(),
+            epoch: *epoch,
+            range: range.to_string(),
+            custodian: owner.name.to_string(),
+            addr: owner.addr,
+            replicas: ring.replicas(range, k).into_iter().map(|m| m.name.to_string()).collect(),
+        })
     }
 
     /// The node's view of the epoch store, as `custody status` shows it.
@@ -665,6 +689,10 @@ impl Node {
             Request::Status => {
                 let status = self.status();
                 self.reply(client, Response::Status(status));
+            }
+            Request::Owner { resource } => {
+                let owner = self.owner(&resource);
+                self.reply(client, Response::Owner(owner));
             }
         }
         Ok(())

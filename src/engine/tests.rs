@@ -7,7 +7,7 @@ use std::time::Duration;
 use foca::Codec;
 
 use super::membership::SwimCodec;
-use super::wire::{self, Message, Request, Response};
+use super::wire::{self, Message, OwnerInfo, Request, Response};
 use super::*;
 
 fn addr(port: u16) -> SocketAddr {
@@ -577,4 +577,20 @@ fn a_configuration_of_another_cluster_is_never_learned() {
     let bytes = wire::encode_message(&Message::Epoch(wire::EpochMsg::Config(foreign))).unwrap();
     a.input(addr(7003), Input::PeerFrame { from: addr(8001), bytes });
     assert_eq!(a.nodes[&addr(7003)].configuration().cloned(), before);
+}
+
+#[test]
+fn every_node_names_the_same_custodian_from_the_committed_ring() {
+    let mut net = formed_five();
+    for resource in ["account-1", "", "ünïcode"] {
+        let owners: Vec<OwnerInfo> =
+            net.nodes.values_mut().map(|n| n.owner(resource).expect("a configuration")).collect();
+        assert!(owners.windows(2).all(|w| w[0] == w[1]), "{owners:?}");
+        let config = net.nodes[&addr(7001)].configuration().expect("a configuration");
+        let ring = config.ring();
+        assert_eq!(owners[0].addr, ring.owner(resource).expect("a non-empty ring").addr);
+        assert_eq!(owners[0].replicas.len(), 3);
+        assert_eq!(owners[0].replicas[0], owners[0].custodian);
+    }
+    assert_eq!(node(7009, 1, 1).owner("x"), None, "no configuration, no owner");
 }

@@ -189,6 +189,11 @@ pub enum Request {
     Leave,
     /// The node's epoch-store view: epoch, leader, voters, lease, members.
     Status,
+    /// Who is custodian of a resource in the latest committed configuration.
+    Owner {
+        /// The resource.
+        resource: String,
+    },
 }
 
 /// A node's answer to a [`Request`].
@@ -200,6 +205,8 @@ pub enum Response {
     Leaving,
     /// The node's epoch-store view.
     Status(StatusInfo),
+    /// A resource's custodian, or `None` before any configuration is known.
+    Owner(Option<OwnerInfo>),
     /// The node cannot take the request now (a bound is reached); retry
     /// later.
     Busy,
@@ -227,6 +234,25 @@ pub struct StatusInfo {
     pub lease_remaining_ms: u64,
     /// The members of the latest configuration.
     pub members: Vec<StatusMember>,
+}
+
+/// Where a resource lives in a committed configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerInfo {
+    /// The resource.
+    pub resource: String,
+    /// The epoch whose ring decided.
+    pub epoch: u64,
+    /// The range the resource falls in: the ring point that ends it, as 16
+    /// hex digits.
+    pub range: String,
+    /// The custodian's name.
+    pub custodian: String,
+    /// The custodian's address.
+    pub addr: SocketAddr,
+    /// The range's replicas (k distinct members clockwise, custodian first),
+    /// by name.
+    pub replicas: Vec<String>,
 }
 
 /// One member of a committed configuration.

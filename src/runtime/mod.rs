@@ -256,6 +256,7 @@ pub struct Cluster {
 enum DriverCommand {
     Members(oneshot::Sender<Vec<MemberInfo>>),
     Status(oneshot::Sender<crate::engine::wire::StatusInfo>),
+    Owner(String, oneshot::Sender<Option<crate::engine::wire::OwnerInfo>>),
     Stats(oneshot::Sender<Stats>),
     Leave,
 }
@@ -286,6 +287,14 @@ impl Cluster {
     /// leader, voters, lease left, members.
     pub async fn status(&self) -> Result<crate::engine::wire::StatusInfo, Error> {
         self.ask(DriverCommand::Status).await
+    }
+
+    /// Who is custodian of `resource` in the latest committed configuration
+    /// this node knows (custodian, range, replicas, epoch); `None` before the
+    /// node knows any configuration.
+    pub async fn owner(&self, resource: &str) -> Result<Option<crate::engine::wire::OwnerInfo>, Error> {
+        let resource = resource.to_string();
+        self.ask(|reply| DriverCommand::Owner(resource, reply)).await
     }
 
     /// The node's counters.
@@ -393,6 +402,9 @@ impl Driver {
         match command {
             DriverCommand::Members(reply) => {
                 let _ = reply.send(self.node.members());
+            }
+            DriverCommand::Owner(resource, reply) => {
+                let _ = reply.send(self.node.owner(&resource));
             }
             DriverCommand::Status(reply) => {
                 let _ = reply.send(self.node.status());

@@ -85,6 +85,18 @@ async fn five_nodes_converge_detect_a_drop_and_see_a_leave() {
     })
     .await;
 
+    // Every node names the same custodian for a resource: the ring of the
+    // committed configuration, not each node's own view.
+    for resource in ["account-1", "account-2", "orders/eu"] {
+        let mut owners = Vec::new();
+        for node in &nodes {
+            let owner = node.owner(resource).await.expect("answers").expect("a configuration");
+            owners.push((owner.epoch, owner.custodian, owner.range, owner.replicas));
+        }
+        assert!(owners.windows(2).all(|w| w[0] == w[1]), "{resource}: {owners:?}");
+        assert_eq!(owners[0].3.len(), 3, "k = 3 distinct replicas");
+    }
+
     // An abrupt drop (no leave): the others mark it down within the
     // failure-detection bound of the configured timings.
     let dropped = nodes.pop().expect("five nodes");
