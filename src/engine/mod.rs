@@ -556,7 +556,10 @@ impl Node {
                 }
             }
         }
-        if self.leave_deadline.is_some() && self.store.was_removed() {
+        // Leaving ends once this life is removed, or once it is the last
+        // member (the others left meanwhile: nobody to hand over to).
+        let alone = self.store.latest().is_some_and(|c| c.members.len() == 1);
+        if self.leave_deadline.is_some() && (self.store.was_removed() || alone) {
             self.finish_leave();
         }
     }
