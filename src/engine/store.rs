@@ -14,6 +14,9 @@
 //! one epoch once nothing new has happened for `stable_after`, and keeps the
 //! number of voters at `voters` among the active members.
 //!
+//! raft-rs logs through `slog`; `RaftLog` forwards its records to
+//! `tracing` (target `custody::engine::store::raft`).
+//!
 //! The Raft log and state live in memory: a restarted node is a new Raft
 //! peer (its Raft id includes its incarnation) and the old one is removed
 //! with its old life. Losing a majority of the voters at once loses the
@@ -117,6 +120,60 @@ pub fn raft_id(id: &NodeId) -> u64 {
     let mut h = hashring::DefaultHashBuilder.build_hasher();
     h.write(&bytes);
     h.finish() | 1
+}
+
+/// Forwards raft-rs's `slog` records to `tracing` (target
+/// `custody::engine::store::raft`), one level quieter than raft-rs uses:
+/// its info (elections, configuration changes) is our debug.
+struct RaftLog;
+
+impl slog::Drain for RaftLog {
+    type Ok = ();
+    type Err = slog::Never;
+
+    fn log(&self, record: &slog::Record<'_>, values: &slog::OwnedKVList) -> Result<(), slog::Never> {
+        use slog::KV;
+        // Formatting costs: skip records nobody will see.
+        let enabled = match record.level() {
+            slog::Level::Critical | slog::Level::Error => {
+                tracing::enabled!(target: "custody::engine::store::raft", tracing::Level::ERROR)
+            }
+            slog::Level::Warning => tracing::enabled!(target: "custody::engine::store::raft", tracing::Level::WARN),
+            slog::Level::Info => tracing::enabled!(target: "custody::engine::store::raft", tracing::Level::DEBUG),
+            slog::Level::Debug | slog::Level::Trace => {
+                tracing::enabled!(target: "custody::engine::store::raft", tracing::Level::TRACE)
+            }
+        };
+        if !enabled {
+            return Ok(());
+        }
+        let mut fields = KvText(String::new());
+        let _ = values.serialize(record, &mut fields);
+        let _ = record.kv().serialize(record, &mut fields);
+        let message = record.msg();
+        match record.level() {
+            slog::Level::Critical | slog::Level::Error => {
+                tracing::error!(target: "custody::engine::store::raft", "{message}{}", fields.0)
+            }
+            slog::Level::Warning => tracing::warn!(target: "custody::engine::store::raft", "{message}{}", fields.0),
+            slog::Level::Info => tracing::debug!(target: "custody::engine::store::raft", "{message}{}", fields.0),
+            slog::Level::Debug | slog::Level::Trace => {
+                tracing::trace!(target: "custody::engine::store::raft", "{message}{}", fields.0)
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Collects slog key-values as ` key=value` text.
+struct KvText(String);
+
+impl slog::Serializer for KvText {
+    fn emit_arguments(&mut self, key: slog::Key, value: &std::fmt::Arguments<'_>) -> slog::Result {
+        use std::fmt::Write;
+        let _ = write!(self.0, " {key}={value}");
+        Ok(())
+    }
 }
 
 struct Raft {
@@ -348,7 +405,7 @@ impl EpochStore {
         };
         let storage = MemStorage::new();
         storage.initialize_with_conf_state((vec![origin], vec![]));
-        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let logger = slog::Logger::root(RaftLog, slog::o!());
         match RawNode::new(&config, storage, &logger) {
             Ok(node) => {
                 self.raft = Some(Raft { node, origin, applied: 0 });
