@@ -57,6 +57,12 @@ pub const SCENARIOS: &[Scenario] = &[
         build: crash_restart,
     },
     Scenario {
+        name: "crash-leader",
+        about: "the founder (the epoch store's first leader) crashes at 20 s and restarts at 40 s",
+        min_duration_s: 70,
+        build: crash_leader,
+    },
+    Scenario {
         name: "graceful-leave",
         about: "10% of the nodes leave one after another from 20 s",
         min_duration_s: 40,
@@ -241,6 +247,11 @@ fn crash_restart(b: &mut Builder) {
     for &node in slow {
         b.at(40_000, Fault::Restart { node, seeds: vec![0] });
     }
+}
+
+fn crash_leader(b: &mut Builder) {
+    b.at(20_000, Fault::Crash { node: 0 });
+    b.at(40_000, Fault::Restart { node: 0, seeds: vec![1, 2] });
 }
 
 fn graceful_leave(b: &mut Builder) {
