@@ -527,10 +527,8 @@ impl Sim {
                 if view.get(&subject) == Some(&(id.incarnation, id.generation)) {
                     view.remove(&subject);
                 }
-                let this_life_is_up = self.running(subject)
-                    && (self.nodes[subject].incarnation, self.nodes[subject].generation)
-                        == (id.incarnation, id.generation)
-                    && !self.nodes[subject].paused;
+                let this_life_is_up =
+                    self.is_current(subject, (id.incarnation, id.generation)) && !self.nodes[subject].paused;
                 let excused = self.now < self.excused_until[subject] || self.now < self.excused_until[observer];
                 if this_life_is_up && !excused {
                     self.membership.false_suspicions += 1;
@@ -763,14 +761,17 @@ impl Sim {
 
     /// Whether every running node's view is the true membership: every
     /// other running node, at its current incarnation.
+    /// Whether node `s` is running as exactly this (incarnation,
+    /// generation): the truth a view entry is checked against.
+    fn is_current(&self, s: usize, life: (u64, u32)) -> bool {
+        self.running(s) && (self.nodes[s].incarnation, self.nodes[s].generation) == life
+    }
+
     fn converged(&self) -> bool {
         let running: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.running(i)).collect();
         running.iter().all(|&o| {
             let view = &self.nodes[o].view;
-            view.len() + 1 == running.len()
-                && view
-                    .iter()
-                    .all(|(&s, &life)| self.running(s) && (self.nodes[s].incarnation, self.nodes[s].generation) == life)
+            view.len() + 1 == running.len() && view.iter().all(|(&s, &life)| self.is_current(s, life))
         })
     }
 
@@ -784,9 +785,7 @@ impl Sim {
                 running.iter().filter(|&&s| s != o && !view.contains_key(&s)).map(|s| format!("n{s}")).collect();
             let stale: Vec<String> = view
                 .iter()
-                .filter(|&(&s, &life)| {
-                    !self.running(s) || (self.nodes[s].incarnation, self.nodes[s].generation) != life
-                })
+                .filter(|&(&s, &life)| !self.is_current(s, life))
                 .map(|(s, (inc, generation))| format!("n{s}#{inc}.{generation}"))
                 .collect();
             if !missing.is_empty() || !stale.is_empty() {

@@ -528,11 +528,11 @@ impl EpochStore {
     }
 
     /// Takes a configuration as learned, if it is newer than what this node
-    /// knows. Returns whether it was.
-    fn learn(&mut self, config: Configuration) -> bool {
+    /// knows and belongs to its cluster.
+    fn learn(&mut self, config: Configuration) {
         let known = self.latest.as_ref().map_or(0, |c| c.epoch);
         if config.epoch <= known || !config.is_well_formed() {
-            return false;
+            return;
         }
         let group = self.latest.as_ref().map(|c| c.group).or(self.raft.as_ref().map(|r| r.origin));
         if group.is_some_and(|g| g != config.group) {
@@ -540,12 +540,12 @@ impl EpochStore {
                 group = %format!("{:016x}", config.group),
                 "a configuration of another cluster (bootstrapped elsewhere); ignored"
             );
-            return false;
+            return;
         }
         let hash = config.hash();
         if self.announced.get(&config.epoch).is_some_and(|&h| h != hash) {
             tracing::warn!(epoch = config.epoch, "a configuration does not match its announced hash; ignored");
-            return false;
+            return;
         }
         if self.fetch.is_some_and(|(_, e, _)| e <= config.epoch) {
             self.fetch = None;
@@ -578,7 +578,6 @@ impl EpochStore {
             self.removed_reported = true;
             self.outputs.push(StoreOutput::Event(StoreEvent::Removed));
         }
-        true
     }
 
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
