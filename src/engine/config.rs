@@ -132,6 +132,24 @@ pub struct Config {
     /// Points each member places on the ring. Default 128. Range 1 ..= 4096.
     /// Fewer points balance load worse; more cost memory and build time.
     pub vnodes: u32,
+    /// Tasks this node executes at once, over all resources (the worker
+    /// pool; never more than one per resource). Default 64. Range 1 ..=
+    /// 65,536. A hot resource takes one worker; the others keep running.
+    #[serde(default = "workers_default")]
+    pub workers: usize,
+    /// How long the removal of a leaving member waits for its handoffs to
+    /// finish; past it, the member is removed as if it had crashed and its
+    /// unfinished ranges stay unavailable until recovered. Default 30 s.
+    #[serde(rename = "handoff_timeout_ms", with = "millis", default = "handoff_timeout_default")]
+    pub handoff_timeout: Duration,
+}
+
+fn workers_default() -> usize {
+    64
+}
+
+fn handoff_timeout_default() -> Duration {
+    Duration::from_secs(30)
 }
 
 impl Default for Config {
@@ -167,6 +185,8 @@ impl Config {
             raft_tick: Duration::from_millis(100),
             replication: super::epoch::REPLICATION_DEFAULT,
             vnodes: VNODES_DEFAULT,
+            workers: workers_default(),
+            handoff_timeout: handoff_timeout_default(),
         }
     }
 
@@ -188,6 +208,7 @@ impl Config {
             lease: Duration::from_millis(1500),
             d_max: Duration::from_millis(750),
             raft_tick: Duration::from_millis(50),
+            handoff_timeout: Duration::from_secs(10),
             ..Config::lan()
         }
     }
@@ -253,6 +274,12 @@ impl Config {
         }
         if !(1..=7).contains(&self.replication) {
             return bad("replication", format!("{} is outside 1 ..= 7", self.replication));
+        }
+        if !(1..=65_536).contains(&self.workers) {
+            return bad("workers", format!("{} is outside 1 ..= 65536", self.workers));
+        }
+        if self.handoff_timeout.is_zero() {
+            return bad("handoff_timeout", "must be positive".into());
         }
         if !(1..=4096).contains(&self.vnodes) {
             return bad("vnodes", format!("{} is outside 1 ..= 4096", self.vnodes));

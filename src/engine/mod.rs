@@ -12,6 +12,7 @@
 //! until it returns `None`, then re-read `poll_timeout`.
 
 pub mod config;
+pub mod custody;
 pub mod epoch;
 pub mod id;
 pub mod membership;
@@ -33,11 +34,14 @@ pub use epoch::{Configuration, MemberStatus};
 pub use id::NodeId;
 pub use store::{StoreEvent as EpochEvent, StoreStats};
 pub use time::Instant;
+pub use custody::{CustodyStats, Execution};
+pub use task::{Outcome, Task, Token};
 pub use wire::{MemberInfo, MemberState, WireError};
 
+use custody::{Custody, CustodyOutput};
 use membership::{Effects, EpochGossip, Heard, Swim, SwimCodec, Timers};
 use store::{EpochStore, StoreOutput};
-use wire::{Frame, Message, OwnerInfo, Request, Response, StatusInfo, StatusMember, SyncMember};
+use wire::{Frame, Message, OwnerInfo, Request, Response, StatusInfo, StatusMember, SyncMember, TaskMsg};
 
 /// Most seeds a node announces to. More would only multiply join traffic.
 pub const SEEDS_MAX: usize = 16;
@@ -95,6 +99,15 @@ pub enum Input {
     Command(Command),
     /// [`Node::poll_timeout`] has passed.
     Timeout,
+    /// A task started by [`Output::Execute`] finished.
+    TaskDone {
+        /// Its resource.
+        resource: String,
+        /// Its sequence number (the token's `seq`).
+        seq: u64,
+        /// What the handler returned.
+        outcome: Outcome,
+    },
 }
 
 /// An order from the host application or the CLI.
@@ -145,6 +158,10 @@ pub enum Output {
     /// Close the connection to this peer: it was declared down, and a later
     /// life of it must get a fresh connection.
     ClosePeer(SocketAddr),
+    /// Run a task now and report its end with [`Input::TaskDone`]. The
+    /// engine never has two tasks of one resource out at once, nor more
+    /// than `workers` in all.
+    Execute(Execution),
     /// Tell the host.
     Event(Event),
 }
@@ -253,8 +270,8 @@ pub struct Node {
     heard: Heard,
     /// A leave in progress waits for the removal epoch until then.
     leave_deadline: Option<Instant>,
-    /// The ring of the latest configuration, built on first use.
-    ring: Option<(u64, ring::Ring)>,
+    /// Custody of resources: tasks, their execution, handoffs.
+    custody: Custody,
     left: bool,
     stats: Stats,
 }
@@ -284,6 +301,7 @@ impl Node {
         let heard = Heard::default();
         let gossip = EpochGossip::new(heard.clone());
         let store = EpochStore::new(id.clone(), config.clone(), rng_seed ^ 0x2545_f491_4f6c_dd1d);
+        let custody = Custody::new(id.clone(), config.d_max, config.workers);
         let swim = Swim::with_custom_broadcast(id, config.to_foca(), swim_rng, SwimCodec, gossip);
         // A second stream from the same seed, for the engine's own choices.
         let rng = Xoshiro256PlusPlus::seed_from_u64(rng_seed.rotate_left(32) ^ 0x5bd1_e995_6c07_8965);
@@ -305,7 +323,7 @@ impl Node {
             store,
             heard,
             leave_deadline: None,
-            ring: None,
+            custody,
             left: false,
             stats: Stats::default(),
         }
@@ -363,20 +381,21 @@ impl Node {
         !self.left && self.store.lease_end().is_some_and(|end| now + self.config.d_max <= end)
     }
 
+    /// Custody's counters.
+    pub fn custody_stats(&self) -> CustodyStats {
+        self.custody.stats()
+    }
+
     /// Who is custodian of `resource` in the latest configuration this node
     /// knows: every node that knows the same epoch answers the same.
-    pub fn owner(&mut self, resource: &str) -> Option<OwnerInfo> {
+    pub fn owner(&self, resource: &str) -> Option<OwnerInfo> {
         let config = self.store.latest()?;
-        if self.ring.as_ref().is_none_or(|(epoch, _)| *epoch != config.epoch) {
-            // Built once per epoch, on demand: a large ring costs milliseconds.
-            self.ring = Some((config.epoch, config.ring()));
-        }
-        let (epoch, ring) = self.ring.as_ref()?;
+        let ring = self.custody.ring()?;
         let (range, owner) = ring.locate(resource)?;
         let k = usize::from(config.replication);
         Some(OwnerInfo {
             resource: resource.to_string(),
-            epoch: *epoch,
+            epoch: self.custody.epoch(),
             range: range.to_string(),
             custodian: owner.name.to_string(),
             addr: owner.addr,
@@ -415,6 +434,7 @@ impl Node {
                         .collect()
                 })
                 .unwrap_or_default(),
+            custody: self.custody.info(),
         }
     }
 
@@ -455,8 +475,15 @@ impl Node {
                     self.handle_timeout();
                     Ok(())
                 }
+                Input::TaskDone { resource, seq, outcome } => {
+                    self.custody.finished(&resource, seq, outcome, self.now);
+                    Ok(())
+                }
             }
         };
+        if !self.left {
+            self.custody_step();
+        }
         if result.is_err() {
             self.stats.inputs_rejected += 1;
         }
@@ -480,6 +507,7 @@ impl Node {
             self.announce_at,
             self.store.next_deadline(),
             self.leave_deadline,
+            self.custody.next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -530,6 +558,10 @@ impl Node {
                 self.flush_store();
                 Ok(())
             }
+            Frame::Message(Message::Task(msg)) => {
+                self.handle_task_message(from, msg);
+                Ok(())
+            }
             Frame::Message(Message::Request(_)) => Err(InputError::Unexpected("client request on a peer stream")),
             Frame::Message(Message::Response(_)) => Err(InputError::Unexpected("response")),
         }
@@ -548,6 +580,11 @@ impl Node {
                     self.drain_heard();
                 }
                 StoreOutput::Event(event) => {
+                    if matches!(event, EpochEvent::EpochLearned { .. })
+                        && let Some(config) = self.store.latest()
+                    {
+                        self.custody.on_epoch(config, self.now);
+                    }
                     let removed = event == EpochEvent::Removed;
                     self.push(Output::Event(Event::Epoch(event)));
                     if removed {
@@ -583,6 +620,7 @@ impl Node {
         let new = self.swim.identity().next_life();
         tracing::warn!(new = %new, "removed from the configuration: rejoining as a new life");
         self.store.renew_identity(new.clone());
+        self.custody.reset(new.clone());
         if let Err(e) = self.with_swim(|swim, effects| swim.change_identity(new.clone(), effects)) {
             tracing::warn!(error = %e, "change identity");
         }
@@ -697,8 +735,51 @@ impl Node {
                 let owner = self.owner(&resource);
                 self.reply(client, Response::Owner(owner));
             }
+            Request::Submit { task, wait } => {
+                let lease_ok = self.may_act_as_custodian(self.now);
+                self.custody.submit(client, task, wait, self.now, lease_ok);
+            }
         }
         Ok(())
+    }
+
+    fn handle_task_message(&mut self, from: SocketAddr, msg: TaskMsg) {
+        let lease_ok = self.may_act_as_custodian(self.now);
+        match msg {
+            TaskMsg::Submit { req, task, wait, epoch } => {
+                if epoch > self.custody.epoch() {
+                    tracing::debug!(epoch, "a submit routed by a newer epoch than this node knows");
+                }
+                self.custody.on_submit(from, req, task, wait, lease_ok, self.now);
+            }
+            TaskMsg::Transfer(transfer) => self.custody.on_transfer(from, transfer, self.now),
+            TaskMsg::TransferAck { id } => self.custody.on_transfer_ack(from, id),
+            answer => self.custody.on_answer(from, answer, self.now, lease_ok),
+        }
+    }
+
+    /// After every input: start what may start, carry out what custody
+    /// asked for, and tell the store once a leaving node has handed off.
+    fn custody_step(&mut self) {
+        let lease_ok = self.may_act_as_custodian(self.now);
+        self.custody.pump(self.now, lease_ok);
+        let outputs: Vec<CustodyOutput> = self.custody.drain().collect();
+        for output in outputs {
+            match output {
+                CustodyOutput::Send(to, msg) => self.send_message(to, &Message::Task(msg)),
+                CustodyOutput::Reply(client, response) => self.reply(client, response),
+                CustodyOutput::Execute(execution) => self.push(Output::Execute(execution)),
+            }
+        }
+        if self.leave_deadline.is_some()
+            && self.store.latest().and_then(|c| c.member(self.swim.identity().addr)).is_some_and(|m| {
+                m.id == self.swim.identity().life() && m.status == MemberStatus::Leaving
+            })
+            && self.custody.handed_off()
+        {
+            self.store.handed_off(self.now);
+            self.flush_store();
+        }
     }
 
     fn reply(&mut self, client: ClientId, response: Response) {
@@ -759,10 +840,11 @@ impl Node {
         }
     }
 
-    /// How long a leave waits for its removal epoch: two batching windows
-    /// and a lease, enough for a leader change in between.
+    /// How long a leave waits for its removal epoch: the handoffs' bound,
+    /// two batching windows and a lease, enough for a leader change in
+    /// between.
     fn leave_timeout(&self) -> std::time::Duration {
-        self.config.stable_after * 2 + self.config.lease
+        self.config.stable_after * 2 + self.config.lease + self.config.handoff_timeout
     }
 
     fn finish_leave(&mut self) {
@@ -815,6 +897,10 @@ impl Node {
         if self.store.next_deadline().is_some_and(|at| at <= now) {
             self.store.handle_timeout(now);
             self.flush_store();
+        }
+        if self.custody.next_deadline().is_some_and(|at| at <= now) {
+            let lease_ok = self.may_act_as_custodian(now);
+            self.custody.handle_timeout(now, lease_ok);
         }
         if self.leave_deadline.is_some_and(|at| at <= now) {
             tracing::warn!("the removal epoch did not come in time; leaving anyway");

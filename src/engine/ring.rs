@@ -412,6 +412,54 @@ impl Ring {
     }
 
     /// The slot index of the range ending at `range`.
+    /// The range containing hash-space `point`, with its owner, or `None` if
+    /// the ring is empty.
+    pub fn locate_point(&self, point: u64) -> Option<(RangeId, &NodeId)> {
+        let pos = self.position_of_point(point)?;
+        Some((RangeId(self.slots[pos].point), self.member_at(pos)))
+    }
+
+    /// Cuts `span` where this ring's owners change: the pieces, clockwise,
+    /// each with its owner, covering `span` exactly. Adjacent pieces with the
+    /// same owner are one piece. Every piece lies within one range. Empty if
+    /// the ring is empty.
+    pub fn split(&self, span: Span) -> Vec<(Span, &NodeId)> {
+        let Some(first) = self.position_of_point(span.start.wrapping_add(1)) else { return Vec::new() };
+        let mut pieces: Vec<(Span, &NodeId)> = Vec::new();
+        let mut cursor = span.start;
+        let n = self.slots.len();
+        for step in 0..n {
+            let pos = (first + step) % n;
+            let point = self.slots[pos].point;
+            // Stop at the slot that ends the span, or past it.
+            if point == span.end || !span.contains(point) {
+                break;
+            }
+            let owner = self.member_at(pos);
+            match pieces.last_mut() {
+                Some((last, o)) if *o == owner => last.end = point,
+                _ => pieces.push((Span { start: cursor, end: point }, owner)),
+            }
+            cursor = point;
+        }
+        let (_, last_owner) = self.locate_point(span.end).expect("the ring is not empty");
+        match pieces.last_mut() {
+            Some((last, o)) if *o == last_owner => last.end = span.end,
+            _ => pieces.push((Span { start: cursor, end: span.end }, last_owner)),
+        }
+        pieces
+    }
+
+    /// The slot whose range contains `point`: the first at or after it,
+    /// wrapping.
+    fn position_of_point(&self, point: u64) -> Option<usize> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let pos = self.slots.partition_point(|s| s.point < point);
+        Some(if pos == self.slots.len() { 0 } else { pos })
+    }
+
     fn position(&self, range: RangeId) -> Option<usize> {
         self.slots.binary_search_by_key(&range.0, |s| s.point).ok()
     }

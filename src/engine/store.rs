@@ -197,6 +197,11 @@ struct Leadership {
     since: Option<Instant>,
     last_renewal: BTreeMap<SocketAddr, Instant>,
     leave_requests: BTreeSet<NodeId>,
+    /// Leaving members that reported their handoffs done.
+    handed_off: BTreeSet<NodeId>,
+    /// When this leader first saw each member as leaving: its removal waits
+    /// for its handoffs until `handoff_timeout` after that.
+    leaving_since: BTreeMap<NodeId, Instant>,
     wanted: Changes,
     wanted_since: Option<Instant>,
     proposed: Option<(u64, Instant)>,
@@ -253,6 +258,8 @@ pub(crate) struct EpochStore {
     swim_alive: BTreeMap<SocketAddr, NodeId>,
     swim_down: BTreeSet<NodeId>,
     leaving: bool,
+    /// This leaving node reported its handoffs done.
+    handed_off: bool,
     votes: BTreeMap<NodeId, BTreeSet<NodeId>>,
     /// Per address, the highest incarnation a committed epoch removed: that
     /// life (and older ones) may never be admitted again. Part of the
@@ -296,6 +303,7 @@ impl EpochStore {
             swim_alive,
             swim_down: BTreeSet::new(),
             leaving: false,
+            handed_off: false,
             votes: BTreeMap::new(),
             retired: BTreeMap::new(),
             removed_reported: false,
@@ -462,22 +470,36 @@ impl EpochStore {
         self.lease_end = None;
         self.member_of = None;
         self.leaving = false;
+        self.handed_off = false;
         self.removed_reported = false;
         // Grants still on their way were for the old life.
         self.lease_sent.clear();
         self.lease_answered = self.lease_seq;
     }
 
-    /// Ask the leader to mark this node leaving (and, for now, remove it).
+    /// Ask the leader to mark this node leaving; it is removed once it
+    /// reports its handoffs done ([`EpochStore::handed_off`]) or after
+    /// `handoff_timeout`.
     pub(crate) fn request_leave(&mut self, now: Instant) {
         self.leaving = true;
         self.send_leave(now);
     }
 
+    /// This leaving node handed off everything it held: ask for its removal.
+    pub(crate) fn handed_off(&mut self, now: Instant) {
+        if self.leaving && !self.handed_off {
+            self.handed_off = true;
+            self.send_leave(now);
+        }
+    }
+
     fn send_leave(&mut self, now: Instant) {
-        let msg = EpochMsg::Leave { id: self.me.clone() };
+        let msg = EpochMsg::Leave { id: self.me.clone(), handed_off: self.handed_off };
         if self.is_leader() {
             self.leadership.leave_requests.insert(self.me.clone());
+            if self.handed_off {
+                self.leadership.handed_off.insert(self.me.clone());
+            }
             self.lead(now);
         } else if let Some(leader) = self.leader {
             self.send(leader, msg);
@@ -765,8 +787,11 @@ impl EpochStore {
                     self.propose_vote(target, by, now);
                 }
             }
-            EpochMsg::Leave { id } => {
+            EpochMsg::Leave { id, handed_off } => {
                 if self.is_leader() {
+                    if handed_off {
+                        self.leadership.handed_off.insert(id.clone());
+                    }
                     self.leadership.leave_requests.insert(id);
                     self.lead(now);
                 }
@@ -966,6 +991,8 @@ impl EpochStore {
         // Leader bookkeeping about lives no longer in the configuration is
         // moot: keep the maps bounded by the membership.
         self.leadership.leave_requests.retain(|id| config.contains(id));
+        self.leadership.handed_off.retain(|id| config.contains(id));
+        self.leadership.leaving_since.retain(|id, _| config.contains(id));
         self.leadership.last_renewal.retain(|addr, _| config.member(*addr).is_some());
         self.chain.insert(config.epoch, config.clone());
         while self.chain.len() > CHAIN_KEPT_MAX {
@@ -1059,6 +1086,9 @@ impl EpochStore {
             }
             return;
         };
+        for m in latest.members.iter().filter(|m| m.status == MemberStatus::Leaving) {
+            self.leadership.leaving_since.entry(m.id.clone()).or_insert(now);
+        }
         let wanted = self.wanted_changes(&latest, since, now);
         if wanted != self.leadership.wanted {
             self.leadership.wanted = wanted.clone();
@@ -1100,7 +1130,12 @@ impl EpochStore {
             // A leader never removes itself: it hands leadership over first
             // (see `manage_voters`), and the next leader removes it.
             let removable = id != &self.me;
-            if removable && (m.status == MemberStatus::Leaving || voted || lapsed) {
+            // A leaving member goes once its handoffs are done, or once they
+            // have had `handoff_timeout` (then it is treated like a crash).
+            let left = m.status == MemberStatus::Leaving
+                && (self.leadership.handed_off.contains(id)
+                    || self.leadership.leaving_since.get(id).is_some_and(|&t| now >= t + self.cfg.handoff_timeout));
+            if removable && (left || voted || lapsed) {
                 changes.removals.push(id.clone());
             } else if self.leadership.leave_requests.contains(id) {
                 changes.leaving.push(id.clone());

@@ -17,6 +17,8 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use super::id::NodeId;
+use super::ring::Span;
+use super::task::{Outcome, Task, Token};
 
 /// The protocol version this build speaks. The first byte of every datagram
 /// and frame.
@@ -101,6 +103,147 @@ pub enum Message {
     },
     /// Epoch-store traffic that is not Raft itself.
     Epoch(EpochMsg),
+    /// Tasks and custody: submits routed to custodians, their answers, and
+    /// handoffs.
+    Task(TaskMsg),
+}
+
+/// Messages between nodes about tasks and custody.
+///
+/// `req` numbers a submit at the node that routes it (the gateway); the
+/// custodian's answers carry it back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskMsg {
+    /// "Accept this task": from a gateway to the custodian of its resource
+    /// in the gateway's latest epoch.
+    Submit {
+        /// The gateway's request number.
+        req: u64,
+        /// The task.
+        task: Task,
+        /// Whether the gateway waits for the outcome.
+        wait: bool,
+        /// The gateway's latest epoch.
+        epoch: u64,
+    },
+    /// The custodian accepted the task (or recognised a retry of it).
+    Accepted {
+        /// The gateway's request number.
+        req: u64,
+        /// The task's per-resource sequence number.
+        seq: u64,
+        /// The custodian's latest epoch.
+        epoch: u64,
+        /// Whether the task id was known: nothing new was queued.
+        duplicate: bool,
+    },
+    /// "Not mine in my epoch": the custodian there is `owner`.
+    Redirect {
+        /// The gateway's request number.
+        req: u64,
+        /// The epoch whose ring names `owner`.
+        epoch: u64,
+        /// The custodian in that epoch.
+        owner: SocketAddr,
+    },
+    /// "Mine, but I do not hold the resource's state yet" (a handoff is on
+    /// its way, or the range's custodian was lost), or "I may not act now"
+    /// (no valid lease). Retry later.
+    NotReady {
+        /// The gateway's request number.
+        req: u64,
+    },
+    /// A bound is reached; the task was not accepted.
+    Busy {
+        /// The gateway's request number.
+        req: u64,
+    },
+    /// The task was refused (malformed).
+    Rejected {
+        /// The gateway's request number.
+        req: u64,
+        /// Why.
+        reason: String,
+    },
+    /// The task ran.
+    Done {
+        /// The gateway's request number.
+        req: u64,
+        /// The task's id, so a restarted gateway cannot take the answer for
+        /// another task.
+        task_id: String,
+        /// Its fencing token.
+        token: Token,
+        /// What the handler returned; `None` if the task had run before this
+        /// request and its outcome is no longer kept.
+        outcome: Option<Outcome>,
+    },
+    /// A sealed part of the hash space with the state of every resource in
+    /// it: custody moves to the receiver.
+    Transfer(Transfer),
+    /// The receiver holds the transferred state; the sender may forget it.
+    TransferAck {
+        /// The transfer acknowledged.
+        id: u64,
+    },
+}
+
+/// Custody of a part of the hash space, moving from one node to another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    /// Numbers the sender's transfers (per sender life), for deduplication.
+    pub id: u64,
+    /// The sender's incarnation (with its address, the sender's life).
+    pub from_incarnation: u64,
+    /// The epoch whose ring gives this part to the receiver.
+    pub epoch: u64,
+    /// The part of the hash space.
+    pub span: Span,
+    /// The sender's lowest transfer id not acknowledged yet: the receiver may
+    /// forget the ids below it.
+    pub unacked_floor: u64,
+    /// Every resource in `span` that has state.
+    pub resources: Vec<ResourceState>,
+}
+
+/// One resource's custody state, as handed off.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceState {
+    /// The resource.
+    pub resource: String,
+    /// The last sequence number assigned.
+    pub last_seq: u64,
+    /// Every task up to this sequence number has run.
+    pub executed: u64,
+    /// The epoch of the last token handed to an execution: later tokens
+    /// never go below it.
+    pub token_floor: u64,
+    /// Accepted tasks that have not run, in sequence order.
+    pub pending: Vec<PendingTask>,
+    /// Recent task ids and their sequence numbers, oldest first.
+    pub dedup: Vec<(String, u64)>,
+}
+
+/// An accepted task waiting to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingTask {
+    /// Its sequence number.
+    pub seq: u64,
+    /// The task.
+    pub task: Task,
+    /// Executions started so far.
+    pub attempts: u32,
+    /// Gateways waiting for its outcome.
+    pub waiters: Vec<Waiter>,
+}
+
+/// A gateway waiting for a task's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waiter {
+    /// The gateway's address.
+    pub gateway: SocketAddr,
+    /// The gateway's request number.
+    pub req: u64,
 }
 
 /// Epoch-store messages: leases, votes, leaves, configuration fetches.
@@ -144,10 +287,12 @@ pub enum EpochMsg {
         /// The voter.
         by: NodeId,
     },
-    /// "Mark me leaving."
+    /// "Mark me leaving", and later "my handoffs are done: remove me".
     Leave {
         /// The leaving life.
         id: NodeId,
+        /// Whether every range it held has been handed off.
+        handed_off: bool,
     },
     /// "Send me the configuration of this epoch (or a later one)."
     Fetch {
@@ -194,6 +339,15 @@ pub enum Request {
         /// The resource.
         resource: String,
     },
+    /// Run a task at its resource's custodian. Answered with
+    /// [`Response::Submitted`] once the custodian accepted it or, with
+    /// `wait`, [`Response::Completed`] once it ran.
+    Submit {
+        /// The task.
+        task: Task,
+        /// Answer when the task has run, not when it was accepted.
+        wait: bool,
+    },
 }
 
 /// A node's answer to a [`Request`].
@@ -212,6 +366,47 @@ pub enum Response {
     Busy,
     /// The request was refused.
     Error(String),
+    /// The custodian accepted the task.
+    Submitted(Submitted),
+    /// The task ran.
+    Completed(Completed),
+    /// The task's resource has no custodian able to take it now (its range
+    /// is being handed off or was lost with a crashed custodian, or the
+    /// node has no lease); nothing was accepted. Retry later.
+    Unavailable(String),
+}
+
+/// A task the custodian accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submitted {
+    /// The task's id.
+    pub task_id: String,
+    /// Its resource.
+    pub resource: String,
+    /// Its per-resource sequence number.
+    pub seq: u64,
+    /// The custodian's address.
+    pub custodian: SocketAddr,
+    /// The custodian's latest epoch.
+    pub epoch: u64,
+    /// Whether the id was known (a retry): nothing new was queued.
+    pub duplicate: bool,
+}
+
+/// A task that ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Completed {
+    /// The task's id.
+    pub task_id: String,
+    /// Its resource.
+    pub resource: String,
+    /// The fencing token it ran with.
+    pub token: Token,
+    /// The custodian that ran it.
+    pub custodian: SocketAddr,
+    /// What the handler returned; `None` if it ran before this request and
+    /// its outcome is no longer kept.
+    pub outcome: Option<Outcome>,
 }
 
 /// A node's view of the committed configuration, as `custody status` shows
@@ -234,6 +429,36 @@ pub struct StatusInfo {
     pub lease_remaining_ms: u64,
     /// The members of the latest configuration.
     pub members: Vec<StatusMember>,
+    /// Custody at this node.
+    pub custody: CustodyInfo,
+}
+
+/// Custody counters of one node, as `custody status` shows them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustodyInfo {
+    /// Ranges this node owns in its latest epoch.
+    pub ranges_owned: u64,
+    /// Of those, ranges whose state it does not hold (yet): a handoff is on
+    /// its way, or the previous custodian was lost. Tasks of their resources
+    /// are refused as unavailable meanwhile.
+    pub ranges_unavailable: u64,
+    /// Parts of the hash space sealed here and being handed off.
+    pub ranges_sealing: u64,
+    /// Resources this node holds state for.
+    pub resources: u64,
+    /// Tasks accepted and waiting to run.
+    pub tasks_queued: u64,
+    /// Tasks running.
+    pub tasks_running: u64,
+    /// Tasks this node ran (counted since it started).
+    pub tasks_executed: u64,
+    /// Transfers this node sent and had acknowledged.
+    pub handoffs_sent: u64,
+    /// Transfers this node received.
+    pub handoffs_received: u64,
+    /// Transfers whose receiver was removed before acknowledging: their
+    /// ranges wait for recovery.
+    pub handoffs_in_doubt: u64,
 }
 
 /// Where a resource lives in a committed configuration.

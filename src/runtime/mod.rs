@@ -10,6 +10,7 @@
 // clippy.toml forbids both in the deterministic engine.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
+mod handler;
 mod tls;
 pub mod transport;
 
@@ -22,10 +23,13 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::Instrument;
 
 use crate::engine::id::NameTooLong;
+use crate::engine::wire::{self, Completed, Message, OwnerInfo, Request, Response, StatusInfo, Submitted};
 use crate::engine::{
-    ClientId, Command, Config, ConfigError, EpochEvent, Event, Input, Instant, MemberInfo, Node, NodeId, Output,
-    WireError,
+    ClientId, Command, Config, ConfigError, EpochEvent, Event, Execution, Input, Instant, MemberInfo, Node, NodeId,
+    Outcome, Output, Task, WireError,
 };
+pub use handler::{ExecCtx, FnHandler, Handler, NoopHandler, handler_fn};
+use handler::DynHandler;
 use transport::{Counters, Inbound, Transport};
 pub use transport::{TransportStats, request};
 
@@ -39,7 +43,7 @@ pub const COMMANDS_MAX: usize = 64;
 pub const EVENTS_MAX: usize = 1024;
 /// Client requests the engine has not answered yet. Past it, new ones are
 /// refused as busy.
-pub const CLIENT_REQUESTS_MAX: usize = 1024;
+pub const CLIENT_REQUESTS_MAX: usize = 16_384;
 
 /// What went wrong in the runtime or the client.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +97,17 @@ pub enum Error {
     /// The node has stopped (it left, or its driver ended).
     #[error("the node has stopped")]
     Stopped,
+    /// A bound is reached (the node's or the custodian's queues); nothing was
+    /// accepted. Retry later.
+    #[error("busy: the task queues are full; retry later")]
+    Busy,
+    /// No custodian could take the task now (a handoff is in progress, its
+    /// custodian was lost, or the node has no lease); nothing was accepted.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The node refused the request.
+    #[error("refused: {0}")]
+    Refused(String),
 }
 
 /// Counters of one node.
@@ -114,6 +129,13 @@ pub struct ClusterBuilder {
     config: Config,
     incarnation: Option<u64>,
     rng_seed: Option<u64>,
+    handler: Arc<dyn DynHandler>,
+}
+
+impl std::fmt::Debug for dyn DynHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Handler")
+    }
 }
 
 impl Default for ClusterBuilder {
@@ -126,6 +148,7 @@ impl Default for ClusterBuilder {
             config: Config::default(),
             incarnation: None,
             rng_seed: None,
+            handler: Arc::new(NoopHandler),
         }
     }
 }
@@ -176,6 +199,13 @@ impl ClusterBuilder {
         self
     }
 
+    /// The handler that runs this node's tasks (default: [`NoopHandler`],
+    /// which succeeds at once).
+    pub fn handler(mut self, handler: impl Handler) -> Self {
+        self.handler = Arc::new(handler);
+        self
+    }
+
     /// Binds the port, starts the node, and starts joining. Returns once the
     /// node listens; joining goes on in the background (watch
     /// [`Cluster::events`] for [`Event::Joined`]).
@@ -216,7 +246,12 @@ impl ClusterBuilder {
         let (commands_tx, commands) = mpsc::channel(COMMANDS_MAX);
         let (events, _) = broadcast::channel(EVENTS_MAX);
         let (stopped_tx, stopped) = watch::channel(false);
+        let (done_tx, done) = mpsc::unbounded_channel();
         let driver = Driver {
+            handler: self.handler,
+            name: id.name.clone(),
+            done_tx,
+            done,
             node,
             clock,
             transport,
@@ -255,10 +290,12 @@ pub struct Cluster {
 #[derive(Debug)]
 enum DriverCommand {
     Members(oneshot::Sender<Vec<MemberInfo>>),
-    Status(oneshot::Sender<crate::engine::wire::StatusInfo>),
-    Owner(String, oneshot::Sender<Option<crate::engine::wire::OwnerInfo>>),
+    Status(oneshot::Sender<StatusInfo>),
+    Owner(String, oneshot::Sender<Option<OwnerInfo>>),
     Stats(oneshot::Sender<Stats>),
     Leave,
+    /// A request as a client would send it; the answer frame comes back.
+    Request(Vec<u8>, oneshot::Sender<Vec<u8>>),
 }
 
 impl Cluster {
@@ -285,16 +322,50 @@ impl Cluster {
 
     /// The committed configuration as this node knows it: epoch and hash,
     /// leader, voters, lease left, members.
-    pub async fn status(&self) -> Result<crate::engine::wire::StatusInfo, Error> {
+    pub async fn status(&self) -> Result<StatusInfo, Error> {
         self.ask(DriverCommand::Status).await
     }
 
     /// Who is custodian of `resource` in the latest committed configuration
     /// this node knows (custodian, range, replicas, epoch); `None` before the
     /// node knows any configuration.
-    pub async fn owner(&self, resource: &str) -> Result<Option<crate::engine::wire::OwnerInfo>, Error> {
+    pub async fn owner(&self, resource: &str) -> Result<Option<OwnerInfo>, Error> {
         let resource = resource.to_string();
         self.ask(|reply| DriverCommand::Owner(resource, reply)).await
+    }
+
+    /// Submits a task through this node: it goes to its resource's
+    /// custodian, which assigns its sequence number. Returns once the
+    /// custodian accepted it (a retry of a known task id answers with the
+    /// same number and queues nothing). An empty `task.id` is replaced by a
+    /// generated one (see [`Submitted::task_id`]).
+    ///
+    /// Errors: [`Error::Busy`] (queues full), [`Error::Unavailable`] (no
+    /// custodian could take it within the retry window), [`Error::Refused`]
+    /// (malformed).
+    pub async fn submit(&self, task: Task) -> Result<Submitted, Error> {
+        match self.request(Request::Submit { task, wait: false }).await? {
+            Response::Submitted(s) => Ok(s),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Submits a task like [`Cluster::submit`] and returns once it has run,
+    /// with its fencing token and the handler's outcome.
+    pub async fn submit_and_wait(&self, task: Task) -> Result<Completed, Error> {
+        match self.request(Request::Submit { task, wait: true }).await? {
+            Response::Completed(c) => Ok(c),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn request(&self, request: Request) -> Result<Response, Error> {
+        let bytes = wire::encode_message(&Message::Request(request))?;
+        let answer = self.ask(|reply| DriverCommand::Request(bytes, reply)).await?;
+        match wire::decode_frame(&answer)? {
+            wire::Frame::Message(Message::Response(response)) => Ok(response),
+            _ => Err(Error::UnexpectedAnswer),
+        }
     }
 
     /// The node's counters.
@@ -336,6 +407,16 @@ impl Cluster {
     }
 }
 
+/// The error for an answer that is not the one asked for.
+fn unexpected(response: Response) -> Error {
+    match response {
+        Response::Busy => Error::Busy,
+        Response::Unavailable(reason) => Error::Unavailable(reason),
+        Response::Error(reason) => Error::Refused(reason),
+        _ => Error::UnexpectedAnswer,
+    }
+}
+
 fn unix_millis() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(1)
 }
@@ -351,6 +432,13 @@ struct Driver {
     clients: HashMap<ClientId, oneshot::Sender<Vec<u8>>>,
     next_client: u64,
     counters: Arc<Counters>,
+    handler: Arc<dyn DynHandler>,
+    /// This node's name, for the handlers' context.
+    name: Arc<str>,
+    /// Executions report their end here. Unbounded in type, bounded in use:
+    /// the engine never has more than `workers` executions out.
+    done_tx: mpsc::UnboundedSender<(String, u64, Outcome)>,
+    done: mpsc::UnboundedReceiver<(String, u64, Outcome)>,
 }
 
 impl Driver {
@@ -372,6 +460,9 @@ impl Driver {
                     }
                 },
                 Some(inbound) = self.inbox.recv() => self.handle_inbound(inbound),
+                Some((resource, seq, outcome)) = self.done.recv() => {
+                    self.feed(Input::TaskDone { resource, seq, outcome });
+                }
                 () = sleep_until(deadline) => {
                     self.feed(Input::Timeout);
                 }
@@ -415,7 +506,52 @@ impl Driver {
             DriverCommand::Leave => {
                 self.feed(Input::Command(Command::Leave));
             }
+            DriverCommand::Request(bytes, reply) => self.client_request(bytes, reply),
         }
+    }
+
+    /// A client request, from the network or from a [`Cluster`] handle.
+    fn client_request(&mut self, bytes: Vec<u8>, reply: oneshot::Sender<Vec<u8>>) {
+        self.clients.retain(|_, r| !r.is_closed());
+        if self.clients.len() >= CLIENT_REQUESTS_MAX {
+            let busy = Message::Response(Response::Busy);
+            let _ = reply.send(wire::encode_message(&busy).expect("Busy encodes"));
+            return;
+        }
+        let client = ClientId(self.next_client);
+        self.next_client += 1;
+        self.clients.insert(client, reply);
+        if !self.feed(Input::ClientFrame { client, bytes }) {
+            // Dropping the sender makes the stream task answer with an error.
+            self.clients.remove(&client);
+        }
+    }
+
+    /// Runs a task on its own tokio task; its end comes back through `done`.
+    fn execute(&self, execution: Execution) {
+        let Execution { task, token, attempt, deadline } = execution;
+        let deadline = self.clock + Duration::from_micros(deadline.as_micros());
+        let ctx = ExecCtx {
+            task_id: task.id,
+            resource: task.resource.clone(),
+            token,
+            attempt,
+            deadline,
+            node: self.name.clone(),
+        };
+        let handler = self.handler.clone();
+        let done = self.done_tx.clone();
+        let resource = task.resource;
+        tokio::spawn(async move {
+            let outcome = match tokio::time::timeout_at(deadline, handler.execute_boxed(ctx, task.payload)).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    tracing::warn!(%resource, seq = token.seq, "a task ran past its deadline and was cancelled");
+                    Outcome::Failed("the handler ran past its deadline and was cancelled".into())
+                }
+            };
+            let _ = done.send((resource, token.seq, outcome));
+        });
     }
 
     fn handle_inbound(&mut self, inbound: Inbound) {
@@ -426,22 +562,7 @@ impl Driver {
             Inbound::PeerFrame { from, bytes } => {
                 self.feed(Input::PeerFrame { from, bytes });
             }
-            Inbound::ClientFrame { reply, bytes } => {
-                self.clients.retain(|_, r| !r.is_closed());
-                if self.clients.len() >= CLIENT_REQUESTS_MAX {
-                    let busy = crate::engine::wire::Message::Response(crate::engine::wire::Response::Busy);
-                    let _ = reply.send(crate::engine::wire::encode_message(&busy).expect("Busy encodes"));
-                    return;
-                }
-                let client = ClientId(self.next_client);
-                self.next_client += 1;
-                self.clients.insert(client, reply);
-                if !self.feed(Input::ClientFrame { client, bytes }) {
-                    // Dropping the sender makes the stream task answer with
-                    // an error.
-                    self.clients.remove(&client);
-                }
-            }
+            Inbound::ClientFrame { reply, bytes } => self.client_request(bytes, reply),
             Inbound::Connected { addr, conn } => self.transport.install(addr, conn),
             Inbound::ConnectFailed { addr, error } => self.transport.connect_failed(addr, &error),
             Inbound::Closed { addr, stable_id } => self.transport.closed(addr, stable_id),
@@ -460,6 +581,7 @@ impl Driver {
                     }
                 }
                 Output::ClosePeer(addr) => self.transport.close_peer(addr),
+                Output::Execute(execution) => self.execute(execution),
                 Output::Event(event) => {
                     log_event(&event);
                     let _ = self.events.send(event);

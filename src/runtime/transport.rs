@@ -50,6 +50,11 @@ pub const CONNECTIONS_MAX: usize = 4096;
 
 /// How long a client's request may take to arrive, and its answer to come.
 pub const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client stream waits for the node's answer once the request
+/// is in: a submit that waits for its task's outcome can take long (the
+/// engine itself gives up after [`crate::engine::custody::OUTCOME_TIMEOUT`]).
+pub const CLIENT_ANSWER_TIMEOUT: Duration =
+    Duration::from_secs(crate::engine::custody::OUTCOME_TIMEOUT.as_secs() + 60);
 
 /// What the transport's tasks report to the driver.
 #[derive(Debug)]
@@ -485,7 +490,7 @@ async fn serve_client_request(
             if inbox.send(Inbound::ClientFrame { reply, bytes }).await.is_err() {
                 error_frame("the node is stopping")
             } else {
-                match tokio::time::timeout(CLIENT_REQUEST_TIMEOUT, answer).await {
+                match tokio::time::timeout(CLIENT_ANSWER_TIMEOUT, answer).await {
                     Ok(Ok(frame)) => frame,
                     Ok(Err(_)) => error_frame("the node rejected the request (see its log)"),
                     Err(_) => error_frame("the node did not answer in time"),

@@ -1,0 +1,962 @@
+//! Custody: which node runs a resource's tasks, and how that moves.
+//!
+//! Every resource is a point on the ring ([`Ring::key_hash`]). A node holds
+//! **pieces**: arcs of the hash space for which it has the authoritative
+//! state of every resource (sequence numbers, executed watermark, pending
+//! tasks, recent task ids). Exactly one node holds each part of the hash
+//! space, or none while it travels or after its holder crashed; custody moves
+//! only by a sealed [`Transfer`], so two nodes never run tasks of one
+//! resource at once, without any clock assumption.
+//!
+//! When a node learns a committed epoch, it cuts every piece it holds along
+//! the new ring's owners. The parts it still owns stay **active**; the parts
+//! that moved are **sealing**: no task of theirs starts any more, and once
+//! the running ones finished the node sends their state to the new
+//! custodian, which takes custody (**active** there) and acknowledges. The
+//! sender keeps the sealed state until the acknowledgement comes, resending
+//! it; a receiver takes each transfer once. A range the node owns but holds
+//! no piece of is **acquiring**: its tasks are refused as not ready until
+//! the state arrives, and, when the previous custodian crashed, until
+//! recovery (a later step) rebuilds it. Nothing is ever taken over without a
+//! transfer.
+//!
+//! A node runs a task only if it holds the resource's piece, owns it in its
+//! latest epoch, and has a lease that outlasts the longest task
+//! (`now + d_max ≤ lease_end`). Per resource the tasks run one at a time in
+//! sequence order; a pool of `workers` is shared round-robin over the
+//! resources with work, so a hot resource takes one worker, never all.
+//!
+//! A task submitted anywhere goes through that node (its **gateway**), which
+//! routes it to the custodian of its latest epoch, follows one redirect to a
+//! newer epoch, retries while the custodian is not ready, and answers the
+//! client.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::ClientId;
+use super::epoch::Configuration;
+use super::id::NodeId;
+use super::ring::{RangeId, Ring, Span};
+use super::task::{
+    DEDUP_PER_RESOURCE_MAX, Outcome, QUEUED_BYTES_PER_RESOURCE_MAX, QUEUED_BYTES_TOTAL_MAX, QUEUED_PER_RESOURCE_MAX,
+    QUEUED_TOTAL_MAX, RESOURCES_MAX, Task, Token, WAITERS_PER_TASK_MAX,
+};
+use super::time::Instant;
+use super::wire::{
+    Completed, CustodyInfo, PendingTask, ResourceState, Response, Submitted, TaskMsg, Transfer, Waiter,
+};
+
+/// Submits a gateway tracks at once (waiting for acceptance or an outcome);
+/// past it, new submits get `Busy`.
+pub const GATEWAY_PENDING_MAX: usize = 65_536;
+/// How long a gateway keeps retrying a submit the custodian is not ready
+/// for, before answering "unavailable".
+pub const SUBMIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a gateway waits for the outcome of an accepted task before
+/// answering that it is unknown (its custodian was lost).
+pub const OUTCOME_TIMEOUT: Duration = Duration::from_secs(600);
+/// First retry delay of a submit; doubles up to [`SUBMIT_RETRY_MAX`].
+pub const SUBMIT_RETRY_MIN: Duration = Duration::from_millis(20);
+/// Longest retry delay of a submit.
+pub const SUBMIT_RETRY_MAX: Duration = Duration::from_millis(500);
+/// Redirects one submit follows before it waits for its gateway to learn
+/// the newer epoch.
+pub const REDIRECTS_MAX: u32 = 2;
+/// How often an unacknowledged transfer is sent again.
+pub const TRANSFER_RETRY: Duration = Duration::from_secs(1);
+/// Bytes of resource state per transfer message, roughly; the state of one
+/// resource is never split (it is bounded well below the frame limit).
+pub const TRANSFER_CHUNK_BYTES: usize = 256 * 1024;
+/// Transfers sent and not acknowledged yet, at one node. Sealed parts wait
+/// while it is reached.
+pub const TRANSFERS_OUTSTANDING_MAX: usize = 4096;
+
+/// A resource's key: its point on the ring, then its name.
+type Key = (u64, String);
+
+/// What custody asks the node to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CustodyOutput {
+    /// Send a message to a peer.
+    Send(SocketAddr, TaskMsg),
+    /// Answer a client.
+    Reply(ClientId, Response),
+    /// Run a task.
+    Execute(Execution),
+}
+
+/// A task to run now, with everything the handler is given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Execution {
+    /// The task.
+    pub task: Task,
+    /// Its fencing token.
+    pub token: Token,
+    /// 1 on the first execution; higher if it runs again after its
+    /// custodian was lost mid-execution.
+    pub attempt: u32,
+    /// The handler must be done by then (start + `d_max`).
+    pub deadline: Instant,
+}
+
+/// Custody counters, for status, tests and netsim.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CustodyStats {
+    /// Tasks accepted (new, not retries).
+    pub tasks_accepted: u64,
+    /// Task executions started.
+    pub tasks_started: u64,
+    /// Task executions finished.
+    pub tasks_executed: u64,
+    /// Transfers sent and acknowledged.
+    pub transfers_sent: u64,
+    /// Transfers received (first copies).
+    pub transfers_received: u64,
+    /// Resources received by transfers.
+    pub resources_received: u64,
+    /// Pending tasks received by transfers.
+    pub tasks_received: u64,
+    /// Transfers whose receiver was removed before acknowledging.
+    pub transfers_in_doubt: u64,
+    /// Submits sent on to a custodian.
+    pub submits_forwarded: u64,
+    /// Submits answered `Busy`.
+    pub submits_busy: u64,
+    /// Submits answered "not ready" by a custodian (retried).
+    pub submits_not_ready: u64,
+    /// Submits answered "unavailable" after the retries ran out.
+    pub submits_unavailable: u64,
+}
+
+/// The custody role of a piece.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Role {
+    /// Owned in the latest epoch: its tasks may run.
+    Active,
+    /// Received for an epoch this node has not learned yet: held, idle
+    /// until that epoch arrives.
+    Waiting,
+    /// Moved away in `epoch` to `to`: nothing starts; sent once nothing
+    /// runs.
+    Sealing { to: NodeId, epoch: u64 },
+    /// Owned by nobody (the ring is empty): held, idle.
+    Idle,
+}
+
+#[derive(Debug, Clone)]
+struct Piece {
+    span: Span,
+    /// The epoch in which this node took custody of it (the tokens' epoch).
+    act_epoch: u64,
+    /// The epoch whose ring gave it to this node.
+    epoch: u64,
+    role: Role,
+}
+
+/// A task that has been started and not finished.
+#[derive(Debug, Clone)]
+struct Running {
+    seq: u64,
+    task_id: String,
+    waiters: Vec<Waiter>,
+}
+
+#[derive(Debug, Default)]
+struct Res {
+    queue: VecDeque<PendingTask>,
+    queued_bytes: usize,
+    running: Option<Running>,
+    last_seq: u64,
+    executed: u64,
+    token_floor: u64,
+    dedup: VecDeque<(String, u64)>,
+    /// Whether the key is in the runnable queue.
+    scheduled: bool,
+}
+
+/// A transfer sent and not acknowledged.
+#[derive(Debug)]
+struct Outgoing {
+    to: NodeId,
+    message: Transfer,
+    sent_at: Instant,
+    in_doubt: bool,
+}
+
+/// A submit a gateway is carrying.
+#[derive(Debug)]
+struct Pending {
+    client: ClientId,
+    task: Task,
+    wait: bool,
+    /// Answer "unavailable" (not yet accepted) or "unknown" (accepted) then.
+    deadline: Instant,
+    /// Send the submit (again) then; `None` while accepted and waiting for
+    /// the outcome.
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    redirects: u32,
+    /// Where the submit went last, and whether it was accepted there.
+    custodian: Option<SocketAddr>,
+    accepted: Option<u64>,
+}
+
+/// One node's custody state. See the module docs.
+pub(crate) struct Custody {
+    me: NodeId,
+    d_max: Duration,
+    workers: usize,
+    /// The latest configuration's epoch and ring.
+    epoch: u64,
+    ring: Option<Ring>,
+    /// Pieces held, by the end point of their span.
+    pieces: BTreeMap<u64, Piece>,
+    resources: BTreeMap<Key, Res>,
+    queued_total: usize,
+    queued_bytes_total: usize,
+    runnable: VecDeque<Key>,
+    running: usize,
+    /// Executions started by an earlier life, still to report back.
+    draining: usize,
+    outgoing: BTreeMap<u64, Outgoing>,
+    next_transfer: u64,
+    /// Transfer ids taken, per sender life.
+    received: BTreeMap<(SocketAddr, u64), BTreeSet<u64>>,
+    gateway: BTreeMap<u64, Pending>,
+    next_req: u64,
+    outputs: Vec<CustodyOutput>,
+    stats: CustodyStats,
+}
+
+impl Custody {
+    pub(crate) fn new(me: NodeId, d_max: Duration, workers: usize) -> Custody {
+        Custody {
+            me: me.life(),
+            d_max,
+            workers,
+            epoch: 0,
+            ring: None,
+            pieces: BTreeMap::new(),
+            resources: BTreeMap::new(),
+            queued_total: 0,
+            queued_bytes_total: 0,
+            runnable: VecDeque::new(),
+            running: 0,
+            draining: 0,
+            outgoing: BTreeMap::new(),
+            next_transfer: 1,
+            received: BTreeMap::new(),
+            gateway: BTreeMap::new(),
+            next_req: 1,
+            outputs: Vec::new(),
+            stats: CustodyStats::default(),
+        }
+    }
+
+    pub(crate) fn stats(&self) -> CustodyStats {
+        self.stats
+    }
+
+    pub(crate) fn drain(&mut self) -> std::vec::Drain<'_, CustodyOutput> {
+        self.outputs.drain(..)
+    }
+
+    /// The latest epoch custody acts on.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The ring of the latest epoch.
+    pub(crate) fn ring(&self) -> Option<&Ring> {
+        self.ring.as_ref()
+    }
+
+    /// Whether this node holds nothing and owes nothing: every piece it
+    /// held has been handed off and acknowledged (or is in doubt).
+    /// Parts nobody owns (every member is leaving) count as handed off:
+    /// there is nobody to hand them to.
+    pub(crate) fn handed_off(&self) -> bool {
+        self.pieces.values().all(|p| p.role == Role::Idle) && self.outgoing.values().all(|o| o.in_doubt)
+    }
+
+    /// When [`Custody::handle_timeout`] has work.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        let transfers = self.outgoing.values().filter(|o| !o.in_doubt).map(|o| o.sent_at + TRANSFER_RETRY).min();
+        let gateway = self.gateway.values().map(|p| p.retry_at.unwrap_or(p.deadline).min(p.deadline)).min();
+        transfers.into_iter().chain(gateway).min()
+    }
+
+    // ---- epochs -------------------------------------------------------------
+
+    /// A newer committed configuration: cut the pieces along its ring.
+    pub(crate) fn on_epoch(&mut self, config: &Configuration, now: Instant) {
+        if config.epoch <= self.epoch {
+            return;
+        }
+        let first = self.epoch == 0;
+        self.epoch = config.epoch;
+        self.ring = Some(config.ring());
+        // The founder's first configuration: custody of the whole circle.
+        if first && config.epoch == 1 && config.contains(&self.me) && self.pieces.is_empty() {
+            let span = Span { start: 0, end: 0 };
+            self.pieces.insert(0, Piece { span, act_epoch: 1, epoch: 1, role: Role::Active });
+        }
+        // Receivers removed from the configuration never acknowledge: their
+        // transfers are in doubt (the recovery step decides their fate).
+        for o in self.outgoing.values_mut() {
+            if !o.in_doubt && !config.contains(&o.to) {
+                o.in_doubt = true;
+                self.stats.transfers_in_doubt += 1;
+                tracing::warn!(to = %o.to, span = %o.message.span, "handoff receiver removed before acknowledging");
+            }
+        }
+        self.received.retain(|(addr, inc), _| config.member(*addr).is_some_and(|m| m.id.incarnation == *inc));
+        self.recut(now);
+    }
+
+    /// Cuts every piece that may move along the latest ring.
+    fn recut(&mut self, now: Instant) {
+        let Some(ring) = &self.ring else { return };
+        let old = std::mem::take(&mut self.pieces);
+        let mut cut: Vec<Piece> = Vec::with_capacity(old.len());
+        for (_, piece) in old {
+            // Parts received for an epoch not learned yet wait for it.
+            if piece.epoch > self.epoch {
+                cut.push(Piece { role: Role::Waiting, ..piece });
+                continue;
+            }
+            let parts = ring.split(piece.span);
+            if parts.is_empty() {
+                cut.push(Piece { role: Role::Idle, ..piece });
+                continue;
+            }
+            for (span, owner) in parts {
+                // A part sealed for an earlier epoch and not sent yet goes
+                // to the latest owner instead.
+                let role = if owner.life() == self.me {
+                    Role::Active
+                } else {
+                    Role::Sealing { to: owner.life(), epoch: self.epoch }
+                };
+                cut.push(Piece { span, act_epoch: piece.act_epoch, epoch: piece.epoch.max(self.epoch), role });
+            }
+        }
+        self.pieces = merge(cut);
+        // Resources of active pieces with work become runnable; sealing
+        // pieces with nothing running go now.
+        let active: Vec<Span> = self.pieces.values().filter(|p| p.role == Role::Active).map(|p| p.span).collect();
+        for span in active {
+            for key in keys_in(&self.resources, span) {
+                self.schedule(&key);
+            }
+        }
+        self.send_sealed(now);
+    }
+
+    // ---- submits at the gateway ----------------------------------------------
+
+    /// A client's submit at this node.
+    pub(crate) fn submit(&mut self, client: ClientId, mut task: Task, wait: bool, now: Instant, lease_ok: bool) {
+        if task.id.is_empty() {
+            // Unique per gateway life: address, incarnation, request number.
+            task.id = format!("{}-{}-{}", self.me.addr, self.me.incarnation, self.next_req);
+        }
+        if let Err(reason) = task.validate() {
+            self.outputs.push(CustodyOutput::Reply(client, Response::Error(format!("invalid task: {reason}"))));
+            return;
+        }
+        if self.gateway.len() >= GATEWAY_PENDING_MAX {
+            self.stats.submits_busy += 1;
+            self.outputs.push(CustodyOutput::Reply(client, Response::Busy));
+            return;
+        }
+        let req = self.next_req;
+        self.next_req += 1;
+        self.gateway.insert(
+            req,
+            Pending {
+                client,
+                task,
+                wait,
+                deadline: now + SUBMIT_TIMEOUT,
+                retry_at: Some(now),
+                backoff: SUBMIT_RETRY_MIN,
+                redirects: 0,
+                custodian: None,
+                accepted: None,
+            },
+        );
+        self.route(req, None, now, lease_ok);
+    }
+
+    /// Sends a pending submit to its custodian: `to`, or the owner in the
+    /// latest epoch.
+    fn route(&mut self, req: u64, to: Option<SocketAddr>, now: Instant, lease_ok: bool) {
+        let Some(p) = self.gateway.get_mut(&req) else { return };
+        let owner = to.or_else(|| self.ring.as_ref().and_then(|r| r.owner(&p.task.resource)).map(|o| o.addr));
+        p.retry_at = Some(now + p.backoff);
+        p.backoff = (p.backoff * 2).min(SUBMIT_RETRY_MAX);
+        let Some(owner) = owner else { return };
+        p.custodian = Some(owner);
+        if owner == self.me.addr {
+            let (task, wait) = (p.task.clone(), p.wait);
+            let waiter = Waiter { gateway: self.me.addr, req };
+            let answer = self.accept(task, wait.then_some(waiter), lease_ok, now);
+            let answer = answer.with_req(req);
+            self.on_answer(self.me.addr, answer, now, lease_ok);
+        } else {
+            let msg = TaskMsg::Submit { req, task: p.task.clone(), wait: p.wait, epoch: self.epoch };
+            self.stats.submits_forwarded += 1;
+            self.outputs.push(CustodyOutput::Send(owner, msg));
+        }
+    }
+
+    /// A custodian's answer to one of this gateway's submits.
+    pub(crate) fn on_answer(&mut self, from: SocketAddr, msg: TaskMsg, now: Instant, lease_ok: bool) {
+        let req = match &msg {
+            TaskMsg::Accepted { req, .. }
+            | TaskMsg::Redirect { req, .. }
+            | TaskMsg::NotReady { req }
+            | TaskMsg::Busy { req }
+            | TaskMsg::Rejected { req, .. }
+            | TaskMsg::Done { req, .. } => *req,
+            _ => return,
+        };
+        let Some(p) = self.gateway.get_mut(&req) else { return };
+        let reply = match msg {
+            TaskMsg::Accepted { seq, epoch, duplicate, .. } if !p.wait => Response::Submitted(Submitted {
+                task_id: p.task.id.clone(),
+                resource: p.task.resource.clone(),
+                seq,
+                custodian: from,
+                epoch,
+                duplicate,
+            }),
+            TaskMsg::Accepted { seq, .. } => {
+                p.accepted = Some(seq);
+                p.custodian = Some(from);
+                p.retry_at = None;
+                p.deadline = now + OUTCOME_TIMEOUT;
+                return;
+            }
+            TaskMsg::Done { task_id, token, outcome, .. } => {
+                if task_id != p.task.id {
+                    return;
+                }
+                Response::Completed(Completed {
+                    task_id,
+                    resource: p.task.resource.clone(),
+                    token,
+                    custodian: from,
+                    outcome,
+                })
+            }
+            TaskMsg::Redirect { epoch, owner, .. } => {
+                // Follow a redirect to a newer epoch's custodian, a bounded
+                // number of times; otherwise the custodian is behind, or we
+                // go round: retry at the backoff, by the latest epoch then.
+                if p.accepted.is_none() && epoch > self.epoch && p.redirects < REDIRECTS_MAX && owner != from {
+                    p.redirects += 1;
+                    self.route(req, Some(owner), now, lease_ok);
+                }
+                return;
+            }
+            TaskMsg::NotReady { .. } => {
+                self.stats.submits_not_ready += 1;
+                return;
+            }
+            TaskMsg::Busy { .. } => {
+                self.stats.submits_busy += 1;
+                Response::Busy
+            }
+            TaskMsg::Rejected { reason, .. } => Response::Error(reason),
+            _ => return,
+        };
+        let p = self.gateway.remove(&req).expect("present");
+        self.outputs.push(CustodyOutput::Reply(p.client, reply));
+    }
+
+    /// Hands an outcome to a waiting gateway: this node's, or another's.
+    fn deliver(&mut self, waiter: Waiter, done: TaskMsg, now: Instant) {
+        if waiter.gateway == self.me.addr {
+            self.on_answer(self.me.addr, done, now, true);
+        } else {
+            self.outputs.push(CustodyOutput::Send(waiter.gateway, done));
+        }
+    }
+
+    // ---- acceptance at the custodian ------------------------------------------
+
+    /// A gateway's submit at this node, as custodian.
+    pub(crate) fn on_submit(
+        &mut self,
+        from: SocketAddr,
+        req: u64,
+        task: Task,
+        wait: bool,
+        lease_ok: bool,
+        now: Instant,
+    ) {
+        let waiter = Waiter { gateway: from, req };
+        let answer = self.accept(task, wait.then_some(waiter), lease_ok, now).with_req(req);
+        self.outputs.push(CustodyOutput::Send(from, answer));
+    }
+
+    /// Takes a task as its custodian, or says why not. The answer's `req`
+    /// is filled in by the caller.
+    fn accept(&mut self, task: Task, waiter: Option<Waiter>, lease_ok: bool, now: Instant) -> TaskMsg {
+        if let Err(reason) = task.validate() {
+            return TaskMsg::Rejected { req: 0, reason: format!("invalid task: {reason}") };
+        }
+        let point = Ring::key_hash(&task.resource);
+        let Some(ring) = &self.ring else { return TaskMsg::NotReady { req: 0 } };
+        match ring.locate_point(point) {
+            Some((_, owner)) if owner.life() != self.me => {
+                return TaskMsg::Redirect { req: 0, epoch: self.epoch, owner: owner.addr };
+            }
+            None => return TaskMsg::NotReady { req: 0 },
+            Some(_) => {}
+        }
+        if !lease_ok || !self.piece_of(point).is_some_and(|p| p.role == Role::Active) {
+            return TaskMsg::NotReady { req: 0 };
+        }
+        let key: Key = (point, task.resource.clone());
+        let epoch = self.epoch;
+        if let Some(res) = self.resources.get_mut(&key)
+            && let Some(&(_, seq)) = res.dedup.iter().rev().find(|(id, _)| *id == task.id)
+        {
+            // A retry: same sequence number, nothing queued again.
+            if let Some(w) = waiter {
+                if seq <= res.executed && res.running.as_ref().is_none_or(|r| r.seq != seq) {
+                    let token = Token { epoch: res.token_floor, seq };
+                    let done = TaskMsg::Done { req: w.req, task_id: task.id, token, outcome: None };
+                    self.deliver(w, done, now);
+                    return TaskMsg::Accepted { req: 0, seq, epoch, duplicate: true };
+                } else if let Some(r) = res.running.as_mut().filter(|r| r.seq == seq) {
+                    if r.waiters.len() < WAITERS_PER_TASK_MAX {
+                        r.waiters.push(w);
+                    }
+                } else if let Some(t) = res.queue.iter_mut().find(|t| t.seq == seq)
+                    && t.waiters.len() < WAITERS_PER_TASK_MAX
+                {
+                    t.waiters.push(w);
+                }
+            }
+            return TaskMsg::Accepted { req: 0, seq, epoch, duplicate: true };
+        }
+        let weight = task.weight();
+        let res = self.resources.get(&key);
+        let queued = res.map_or(0, |r| r.queue.len());
+        let bytes = res.map_or(0, |r| r.queued_bytes);
+        if queued >= QUEUED_PER_RESOURCE_MAX
+            || bytes + weight > QUEUED_BYTES_PER_RESOURCE_MAX
+            || self.queued_total >= QUEUED_TOTAL_MAX
+            || self.queued_bytes_total + weight > QUEUED_BYTES_TOTAL_MAX
+            || (res.is_none() && self.resources.len() >= RESOURCES_MAX)
+        {
+            self.stats.submits_busy += 1;
+            return TaskMsg::Busy { req: 0 };
+        }
+        let res = self.resources.entry(key.clone()).or_default();
+        res.last_seq += 1;
+        let seq = res.last_seq;
+        res.dedup.push_back((task.id.clone(), seq));
+        if res.dedup.len() > DEDUP_PER_RESOURCE_MAX {
+            res.dedup.pop_front();
+        }
+        res.queued_bytes += weight;
+        res.queue.push_back(PendingTask { seq, task, attempts: 0, waiters: waiter.into_iter().collect() });
+        self.queued_total += 1;
+        self.queued_bytes_total += weight;
+        self.stats.tasks_accepted += 1;
+        // Replicating the task to the range's replicas (the write quorum)
+        // comes here, before the acknowledgement, with recovery.
+        self.schedule(&key);
+        TaskMsg::Accepted { req: 0, seq, epoch, duplicate: false }
+    }
+
+    // ---- execution --------------------------------------------------------------
+
+    /// Puts a resource in the runnable queue if it has work, nothing running,
+    /// and an active piece.
+    fn schedule(&mut self, key: &Key) {
+        let active = self.piece_of(key.0).is_some_and(|p| p.role == Role::Active);
+        let Some(res) = self.resources.get_mut(key) else { return };
+        if active && !res.scheduled && res.running.is_none() && !res.queue.is_empty() {
+            res.scheduled = true;
+            self.runnable.push_back(key.clone());
+        }
+    }
+
+    /// Starts what may start: a free worker, a runnable resource, an active
+    /// piece, and a lease that outlasts the task (`lease_ok`).
+    pub(crate) fn pump(&mut self, now: Instant, lease_ok: bool) {
+        if !lease_ok {
+            return;
+        }
+        while self.running + self.draining < self.workers {
+            let Some(key) = self.runnable.pop_front() else { break };
+            let active = self.piece_of(key.0).filter(|p| p.role == Role::Active).map(|p| p.act_epoch);
+            let Some(res) = self.resources.get_mut(&key) else { continue };
+            res.scheduled = false;
+            let Some(act_epoch) = active else { continue };
+            if res.running.is_some() {
+                continue;
+            }
+            let Some(mut next) = res.queue.pop_front() else { continue };
+            debug_assert_eq!(next.seq, res.executed + 1, "tasks run in sequence order");
+            next.attempts += 1;
+            let weight = next.task.weight();
+            res.queued_bytes -= weight;
+            self.queued_total -= 1;
+            self.queued_bytes_total -= weight;
+            let token = Token { epoch: act_epoch.max(res.token_floor), seq: next.seq };
+            res.token_floor = token.epoch;
+            res.running = Some(Running { seq: next.seq, task_id: next.task.id.clone(), waiters: next.waiters });
+            self.running += 1;
+            self.stats.tasks_started += 1;
+            let execution = Execution { task: next.task, token, attempt: next.attempts, deadline: now + self.d_max };
+            self.outputs.push(CustodyOutput::Execute(execution));
+        }
+    }
+
+    /// A started task finished. Unknown executions (of an earlier life, or
+    /// reported twice) are ignored.
+    pub(crate) fn finished(&mut self, resource: &str, seq: u64, outcome: Outcome, now: Instant) {
+        let key: Key = (Ring::key_hash(resource), resource.to_string());
+        let Some(res) = self.resources.get_mut(&key) else {
+            self.draining = self.draining.saturating_sub(1);
+            return;
+        };
+        let Some(running) = res.running.take_if(|r| r.seq == seq) else {
+            self.draining = self.draining.saturating_sub(1);
+            return;
+        };
+        res.executed = res.executed.max(seq);
+        self.running -= 1;
+        self.stats.tasks_executed += 1;
+        let token = Token { epoch: res.token_floor, seq };
+        let outcome = outcome.bounded();
+        for w in running.waiters {
+            let done =
+                TaskMsg::Done { req: w.req, task_id: running.task_id.clone(), token, outcome: Some(outcome.clone()) };
+            self.deliver(w, done, now);
+        }
+        self.schedule(&key);
+        if self.piece_of(key.0).is_some_and(|p| matches!(p.role, Role::Sealing { .. })) {
+            self.send_sealed(now);
+        }
+    }
+
+    // ---- handoff ------------------------------------------------------------------
+
+    /// Sends every sealing piece with nothing running.
+    fn send_sealed(&mut self, now: Instant) {
+        let ready: Vec<u64> = self
+            .pieces
+            .iter()
+            .filter(|(_, p)| matches!(p.role, Role::Sealing { .. }))
+            .filter(|(_, p)| keys_in(&self.resources, p.span).iter().all(|k| self.resources[k].running.is_none()))
+            .map(|(&end, _)| end)
+            .collect();
+        for end in ready {
+            if self.outgoing.len() >= TRANSFERS_OUTSTANDING_MAX {
+                tracing::warn!("{TRANSFERS_OUTSTANDING_MAX} transfers unacknowledged; sealed parts wait");
+                break;
+            }
+            let piece = self.pieces.remove(&end).expect("listed");
+            let Role::Sealing { to, epoch } = piece.role else { unreachable!("filtered") };
+            self.send_piece(piece.span, to, epoch, now);
+        }
+    }
+
+    /// Moves the state of every resource in `span` into transfers to `to`,
+    /// cut into chunks along resource points.
+    fn send_piece(&mut self, span: Span, to: NodeId, epoch: u64, now: Instant) {
+        let keys = keys_in(&self.resources, span);
+        let mut chunks: Vec<(Span, Vec<ResourceState>)> = Vec::new();
+        let mut current: Vec<ResourceState> = Vec::new();
+        let (mut bytes, mut start) = (0usize, span.start);
+        for (i, key) in keys.iter().enumerate() {
+            let res = self.resources.remove(key).expect("listed");
+            self.queued_total -= res.queue.len();
+            self.queued_bytes_total -= res.queued_bytes;
+            bytes += res.queued_bytes + 64 * res.dedup.len() + key.1.len();
+            current.push(ResourceState {
+                resource: key.1.clone(),
+                last_seq: res.last_seq,
+                executed: res.executed,
+                token_floor: res.token_floor,
+                pending: res.queue.into(),
+                dedup: res.dedup.into(),
+            });
+            // Cut after this resource if the chunk is full and the next one
+            // lies at another point (one point's resources stay together).
+            let next_point = keys.get(i + 1).map(|k| k.0);
+            if bytes >= TRANSFER_CHUNK_BYTES && next_point.is_some_and(|p| p != key.0) {
+                chunks.push((Span { start, end: key.0 }, std::mem::take(&mut current)));
+                start = key.0;
+                bytes = 0;
+            }
+        }
+        chunks.push((Span { start, end: span.end }, current));
+        let floor = self.outgoing.keys().next().copied().unwrap_or(self.next_transfer);
+        for (span, resources) in chunks {
+            let id = self.next_transfer;
+            self.next_transfer += 1;
+            let message = Transfer {
+                id,
+                from_incarnation: self.me.incarnation,
+                epoch,
+                span,
+                unacked_floor: floor.min(id),
+                resources,
+            };
+            tracing::debug!(to = %to, %span, epoch, id, resources = message.resources.len(), "handing off");
+            self.outputs.push(CustodyOutput::Send(to.addr, TaskMsg::Transfer(message.clone())));
+            self.outgoing.insert(id, Outgoing { to: to.clone(), message, sent_at: now, in_doubt: false });
+        }
+    }
+
+    /// A transfer from `from`: take custody (once), acknowledge (always).
+    pub(crate) fn on_transfer(&mut self, from: SocketAddr, t: Transfer, now: Instant) {
+        let ack = TaskMsg::TransferAck { id: t.id };
+        let seen = self.received.entry((from, t.from_incarnation)).or_default();
+        let fresh = seen.insert(t.id);
+        seen.retain(|&id| id >= t.unacked_floor || id == t.id);
+        if fresh {
+            self.stats.transfers_received += 1;
+            self.stats.resources_received += t.resources.len() as u64;
+            for state in t.resources {
+                self.stats.tasks_received += state.pending.len() as u64;
+                self.take_resource(state);
+            }
+            let role = if t.epoch > self.epoch { Role::Waiting } else { Role::Active };
+            tracing::debug!(from = %from, span = %t.span, epoch = t.epoch, "took custody");
+            if let Some(clash) = self.pieces.values().find(|p| overlaps(p.span, t.span)) {
+                // Two holders of one part: a protocol bug. Keep both states
+                // (nothing is dropped) and say so loudly.
+                tracing::error!(held = %clash.span, received = %t.span, "received a part of the ring this node already holds");
+            }
+            self.pieces.insert(t.span.end, Piece { span: t.span, act_epoch: t.epoch, epoch: t.epoch, role });
+            self.recut(now);
+        }
+        self.outputs.push(CustodyOutput::Send(from, ack));
+    }
+
+    fn take_resource(&mut self, state: ResourceState) {
+        let key: Key = (Ring::key_hash(&state.resource), state.resource);
+        let bytes: usize = state.pending.iter().map(|t| t.task.weight()).sum();
+        self.queued_total += state.pending.len();
+        self.queued_bytes_total += bytes;
+        let res = Res {
+            queue: state.pending.into(),
+            queued_bytes: bytes,
+            running: None,
+            last_seq: state.last_seq,
+            executed: state.executed,
+            token_floor: state.token_floor,
+            dedup: state.dedup.into(),
+            scheduled: false,
+        };
+        if let Some(old) = self.resources.insert(key.clone(), res) {
+            tracing::error!(resource = %key.1, last_seq = old.last_seq, "received a resource this node already holds");
+        }
+    }
+
+    /// The receiver took a transfer.
+    pub(crate) fn on_transfer_ack(&mut self, from: SocketAddr, id: u64) {
+        if self.outgoing.get(&id).is_some_and(|o| o.to.addr == from) {
+            let o = self.outgoing.remove(&id).expect("present");
+            if !o.in_doubt {
+                self.stats.transfers_sent += 1;
+            }
+        }
+    }
+
+    // ---- timers, resets, reporting -------------------------------------------------
+
+    pub(crate) fn handle_timeout(&mut self, now: Instant, lease_ok: bool) {
+        let resend: Vec<u64> = self
+            .outgoing
+            .iter()
+            .filter(|(_, o)| !o.in_doubt && now >= o.sent_at + TRANSFER_RETRY)
+            .map(|(&id, _)| id)
+            .collect();
+        let floor = self.outgoing.keys().next().copied().unwrap_or(self.next_transfer);
+        for id in resend {
+            let o = self.outgoing.get_mut(&id).expect("listed");
+            o.sent_at = now;
+            o.message.unacked_floor = floor;
+            self.outputs.push(CustodyOutput::Send(o.to.addr, TaskMsg::Transfer(o.message.clone())));
+        }
+        let due: Vec<u64> = self
+            .gateway
+            .iter()
+            .filter(|(_, p)| now >= p.deadline || p.retry_at.is_some_and(|at| now >= at))
+            .map(|(&req, _)| req)
+            .collect();
+        for req in due {
+            let p = &self.gateway[&req];
+            if now >= p.deadline {
+                let p = self.gateway.remove(&req).expect("listed");
+                let message = if p.accepted.is_some() {
+                    format!(
+                        "task {:?} was accepted, but its outcome did not come within {} s (its custodian may be lost)",
+                        p.task.id,
+                        OUTCOME_TIMEOUT.as_secs()
+                    )
+                } else {
+                    self.stats.submits_unavailable += 1;
+                    format!(
+                        "no custodian of {:?} could take the task within {} s (a handoff is in progress or its custodian was lost); retry later",
+                        p.task.resource,
+                        SUBMIT_TIMEOUT.as_secs()
+                    )
+                };
+                self.outputs.push(CustodyOutput::Reply(p.client, Response::Unavailable(message)));
+            } else {
+                self.route(req, None, now, lease_ok);
+            }
+        }
+    }
+
+    /// This life was removed: stop acting, forget custody (a later recovery
+    /// rebuilds it from replicas), keep the submits this node carries.
+    pub(crate) fn reset(&mut self, me: NodeId) {
+        self.me = me.life();
+        self.draining += self.running;
+        self.running = 0;
+        self.pieces.clear();
+        self.resources.clear();
+        self.runnable.clear();
+        self.queued_total = 0;
+        self.queued_bytes_total = 0;
+        self.outgoing.clear();
+        self.received.clear();
+        self.epoch = 0;
+        self.ring = None;
+    }
+
+    /// Counters for `custody status`.
+    pub(crate) fn info(&self) -> CustodyInfo {
+        let mut owned = 0u64;
+        let mut unavailable = 0u64;
+        if let Some(ring) = &self.ring {
+            // Width of active pieces per owned range: a range is available
+            // once its whole arc is held.
+            let mut covered: BTreeMap<RangeId, u128> = BTreeMap::new();
+            for p in self.pieces.values().filter(|p| p.role == Role::Active) {
+                if let Some((range, _)) = ring.locate_point(p.span.end) {
+                    *covered.entry(range).or_default() += p.span.width();
+                }
+            }
+            for (range, span, owner) in ring.ranges() {
+                if owner.life() == self.me {
+                    owned += 1;
+                    if covered.get(&range).copied().unwrap_or(0) < span.width() {
+                        unavailable += 1;
+                    }
+                }
+            }
+        }
+        let sealing = self.pieces.values().filter(|p| matches!(p.role, Role::Sealing { .. })).count()
+            + self.outgoing.values().filter(|o| !o.in_doubt).count();
+        CustodyInfo {
+            ranges_owned: owned,
+            ranges_unavailable: unavailable,
+            ranges_sealing: sealing as u64,
+            resources: self.resources.len() as u64,
+            tasks_queued: self.queued_total as u64,
+            tasks_running: self.running as u64,
+            tasks_executed: self.stats.tasks_executed,
+            handoffs_sent: self.stats.transfers_sent,
+            handoffs_received: self.stats.transfers_received,
+            handoffs_in_doubt: self.stats.transfers_in_doubt,
+        }
+    }
+
+    /// The piece holding `point`, if any.
+    fn piece_of(&self, point: u64) -> Option<&Piece> {
+        let piece = self.pieces.range(point..).next().or_else(|| self.pieces.iter().next()).map(|(_, p)| p)?;
+        piece.span.contains(point).then_some(piece)
+    }
+}
+
+impl TaskMsg {
+    /// Fills in the gateway's request number of an answer.
+    fn with_req(mut self, number: u64) -> TaskMsg {
+        match &mut self {
+            TaskMsg::Accepted { req, .. }
+            | TaskMsg::Redirect { req, .. }
+            | TaskMsg::NotReady { req }
+            | TaskMsg::Busy { req }
+            | TaskMsg::Rejected { req, .. }
+            | TaskMsg::Done { req, .. }
+            | TaskMsg::Submit { req, .. } => *req = number,
+            TaskMsg::Transfer(_) | TaskMsg::TransferAck { .. } => {}
+        }
+        self
+    }
+}
+
+/// The keys of `resources` whose point lies in `span`, clockwise from its
+/// start.
+fn keys_in(resources: &BTreeMap<Key, Res>, span: Span) -> Vec<Key> {
+    use std::ops::Bound::{Excluded, Included, Unbounded};
+    let from = |start: u64| match start.checked_add(1) {
+        Some(p) => Included((p, String::new())),
+        None => Excluded((u64::MAX, String::new())),
+    };
+    let upto = |end: u64| match end.checked_add(1) {
+        Some(p) => Excluded((p, String::new())),
+        None => Unbounded,
+    };
+    let mut keys = Vec::new();
+    if span.start < span.end {
+        if span.start == u64::MAX {
+            return keys;
+        }
+        keys.extend(resources.range((from(span.start), upto(span.end))).map(|(k, _)| k.clone()));
+    } else {
+        // Wraps (or is the whole circle): after start, then from zero.
+        if span.start < u64::MAX {
+            keys.extend(resources.range((from(span.start), Unbounded)).map(|(k, _)| k.clone()));
+        }
+        keys.extend(resources.range((Unbounded, upto(span.end))).map(|(k, _)| k.clone()));
+    }
+    keys
+}
+
+/// Whether two arcs share a point.
+fn overlaps(a: Span, b: Span) -> bool {
+    a.contains(b.end) || b.contains(a.end)
+}
+
+/// Puts pieces in a map by end point, joining neighbours with the same role
+/// and epochs.
+fn merge(mut pieces: Vec<Piece>) -> BTreeMap<u64, Piece> {
+    pieces.sort_by_key(|p| p.span.end);
+    let mut out: Vec<Piece> = Vec::with_capacity(pieces.len());
+    for p in pieces {
+        match out.last_mut() {
+            Some(last)
+                if last.span.end == p.span.start
+                    && !last.span.is_full()
+                    && last.role == p.role
+                    && last.act_epoch == p.act_epoch
+                    && last.epoch == p.epoch
+                    && Span { start: last.span.start, end: p.span.end }.width() == last.span.width() + p.span.width() =>
+            {
+                last.span.end = p.span.end;
+            }
+            _ => out.push(p),
+        }
+    }
+    out.into_iter().map(|p| (p.span.end, p)).collect()
+}
+
+#[cfg(test)]
+mod tests;
