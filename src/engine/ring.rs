@@ -421,11 +421,24 @@ impl Ring {
 
     /// Cuts `span` where this ring's owners change: the pieces, clockwise,
     /// each with its owner, covering `span` exactly. Adjacent pieces with the
-    /// same owner are one piece. Every piece lies within one range. Empty if
-    /// the ring is empty.
+    /// same owner are one piece. Empty if the ring is empty.
     pub fn split(&self, span: Span) -> Vec<(Span, &NodeId)> {
-        let Some(first) = self.position_of_point(span.start.wrapping_add(1)) else { return Vec::new() };
         let mut pieces: Vec<(Span, &NodeId)> = Vec::new();
+        for (_, piece, owner) in self.cut(span) {
+            match pieces.last_mut() {
+                Some((last, o)) if *o == owner => last.end = piece.end,
+                _ => pieces.push((piece, owner)),
+            }
+        }
+        pieces
+    }
+
+    /// Cuts `span` at every point of this ring: the pieces, clockwise, each
+    /// with the range it lies in and its owner, covering `span` exactly.
+    /// Empty if the ring is empty.
+    pub fn cut(&self, span: Span) -> Vec<(RangeId, Span, &NodeId)> {
+        let Some(first) = self.position_of_point(span.start.wrapping_add(1)) else { return Vec::new() };
+        let mut pieces = Vec::new();
         let mut cursor = span.start;
         let n = self.slots.len();
         for step in 0..n {
@@ -435,18 +448,11 @@ impl Ring {
             if point == span.end || !span.contains(point) {
                 break;
             }
-            let owner = self.member_at(pos);
-            match pieces.last_mut() {
-                Some((last, o)) if *o == owner => last.end = point,
-                _ => pieces.push((Span { start: cursor, end: point }, owner)),
-            }
+            pieces.push((RangeId(point), Span { start: cursor, end: point }, self.member_at(pos)));
             cursor = point;
         }
-        let (_, last_owner) = self.locate_point(span.end).expect("the ring is not empty");
-        match pieces.last_mut() {
-            Some((last, o)) if *o == last_owner => last.end = span.end,
-            _ => pieces.push((Span { start: cursor, end: span.end }, last_owner)),
-        }
+        let (range, owner) = self.locate_point(span.end).expect("the ring is not empty");
+        pieces.push((range, Span { start: cursor, end: span.end }, owner));
         pieces
     }
 

@@ -37,6 +37,21 @@ struct Net {
     seq: u64,
     now: Instant,
     trace: Vec<(Instant, SocketAddr, Output)>,
+    /// How long every task runs.
+    task_time: Duration,
+    /// Every execution: where, what, and when it started and ended.
+    executions: Vec<Run>,
+}
+
+/// One task execution seen by [`Net`].
+#[derive(Debug, Clone)]
+struct Run {
+    node: SocketAddr,
+    task_id: String,
+    resource: String,
+    token: Token,
+    start: Instant,
+    end: Instant,
 }
 
 impl Net {
@@ -47,6 +62,8 @@ impl Net {
             seq: 0,
             now: Instant::ZERO,
             trace: Vec::new(),
+            task_time: Duration::from_millis(3),
+            executions: Vec::new(),
         }
     }
 
@@ -61,16 +78,28 @@ impl Net {
         let node = self.nodes.get_mut(&at).unwrap();
         let outputs = drain(node);
         for output in outputs {
-            let packet = match &output {
-                Output::Datagram { to, bytes } => Some((*to, Packet::Datagram(bytes.clone()))),
-                Output::PeerFrame { to, bytes } => Some((*to, Packet::Frame(bytes.clone()))),
-                _ => None,
+            let (to, packet, delay) = match &output {
+                Output::Datagram { to, bytes } => (*to, Packet::Datagram(bytes.clone()), Duration::from_millis(1)),
+                Output::PeerFrame { to, bytes } => (*to, Packet::Frame(bytes.clone()), Duration::from_millis(1)),
+                Output::Execute(e) => {
+                    let end = self.now + self.task_time;
+                    self.executions.push(Run {
+                        node: at,
+                        task_id: e.task.id.clone(),
+                        resource: e.task.resource.clone(),
+                        token: e.token,
+                        start: self.now,
+                        end,
+                    });
+                    (at, Packet::Done(e.task.resource.clone(), e.token.seq), self.task_time)
+                }
+                _ => {
+                    self.trace.push((self.now, at, output));
+                    continue;
+                }
             };
-            if let Some((to, packet)) = packet {
-                self.seq += 1;
-                let deliver_at = self.now + Duration::from_millis(1);
-                self.in_flight.insert((deliver_at, self.seq), (at, to, packet));
-            }
+            self.seq += 1;
+            self.in_flight.insert((self.now + delay, self.seq), (at, to, packet));
             self.trace.push((self.now, at, output));
         }
     }
@@ -96,6 +125,9 @@ impl Net {
                     let input = match packet {
                         Packet::Datagram(bytes) => Input::Datagram { from, bytes },
                         Packet::Frame(bytes) => Input::PeerFrame { from, bytes },
+                        Packet::Done(resource, seq) => {
+                            Input::TaskDone { resource, seq, outcome: Outcome::Ok(Vec::new()) }
+                        }
                     };
                     self.input(to, input);
                 }
@@ -121,6 +153,8 @@ impl Net {
 enum Packet {
     Datagram(Vec<u8>),
     Frame(Vec<u8>),
+    /// A task's end, reported to the node that ran it.
+    Done(String, u64),
 }
 
 fn three_node_run(seed: u64) -> Vec<(Instant, SocketAddr, Output)> {
@@ -593,4 +627,100 @@ fn every_node_names_the_same_custodian_from_the_committed_ring() {
         assert_eq!(owners[0].replicas[0], owners[0].custodian);
     }
     assert_eq!(node(7009, 1, 1).owner("x"), None, "no configuration, no owner");
+}
+
+fn submit_frame(task_id: &str, resource: &str) -> Vec<u8> {
+    let task = Task { id: task_id.into(), resource: resource.into(), payload: Vec::new() };
+    wire::encode_message(&Message::Request(Request::Submit { task, wait: true })).unwrap()
+}
+
+/// The client replies in the trace, decoded, by client.
+fn client_replies(net: &Net) -> BTreeMap<ClientId, Vec<Response>> {
+    let mut out: BTreeMap<ClientId, Vec<Response>> = BTreeMap::new();
+    for (_, _, o) in &net.trace {
+        if let Output::Reply { client, bytes } = o {
+            let wire::Frame::Message(Message::Response(r)) = wire::decode_frame(bytes).unwrap() else { panic!() };
+            out.entry(*client).or_default().push(r);
+        }
+    }
+    out
+}
+
+/// Checks the executions: each task once, per resource no overlap, tokens
+/// strictly increasing and sequence numbers consecutive in start order.
+fn assert_custody_held(runs: &[Run], tasks: usize) {
+    let mut by_task: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in runs {
+        *by_task.entry(&r.task_id).or_default() += 1;
+    }
+    assert_eq!(by_task.len(), tasks, "every task ran");
+    assert!(by_task.values().all(|&n| n == 1), "a task ran twice: {:?}", by_task.iter().find(|(_, n)| **n > 1));
+    let mut by_resource: BTreeMap<&str, Vec<&Run>> = BTreeMap::new();
+    for r in runs {
+        by_resource.entry(&r.resource).or_default().push(r);
+    }
+    for (resource, mut rs) in by_resource {
+        rs.sort_by_key(|r| (r.start, r.end));
+        for w in rs.windows(2) {
+            assert!(w[0].end <= w[1].start, "{resource}: overlapping executions {:?} and {:?}", w[0], w[1]);
+            assert!(w[0].token < w[1].token, "{resource}: tokens out of order {:?} then {:?}", w[0], w[1]);
+            assert_eq!(w[0].token.seq + 1, w[1].token.seq, "{resource}: sequence gap");
+        }
+    }
+}
+
+#[test]
+fn tasks_run_at_their_custodian_once_each_across_a_join_and_a_graceful_leave() {
+    let mut net = formed_five();
+    // Tasks long enough that queues build up and travel in the handoffs.
+    net.task_time = Duration::from_millis(100);
+    let mut six = node(7006, 1, 6);
+    six.handle(net.now, Input::Command(Command::Join(vec![addr(7001)]))).unwrap();
+    let leaver = *net.nodes.iter().find(|(_, n)| !n.is_voter()).expect("non-voters").0;
+    let mut six = Some(six);
+    let gateways: Vec<SocketAddr> = (7001..=7005).map(addr).filter(|&a| a != leaver).collect();
+    let mut submitted = 0usize;
+    for step in 0..300u64 {
+        if step == 20 {
+            net.input(leaver, Input::Command(Command::Leave));
+        }
+        if step == 40 {
+            let six = six.take().unwrap();
+            net.nodes.insert(six.id().addr, six);
+            net.input(addr(7006), Input::Command(Command::Join(vec![addr(7001)])));
+        }
+        for i in 0..4u64 {
+            let n = step * 4 + i;
+            let gateway = gateways[(n % gateways.len() as u64) as usize];
+            // Half the tasks on six busy resources (their queues build up),
+            // half over forty quiet ones.
+            let resource = if n % 2 == 0 { format!("busy{}", n % 6) } else { format!("quiet{}", n % 40) };
+            let bytes = submit_frame(&format!("t{n}"), &resource);
+            net.input(gateway, Input::ClientFrame { client: ClientId(n), bytes });
+            submitted += 1;
+        }
+        net.run_until(net.now + Duration::from_millis(50));
+    }
+    net.run_until(net.now + Duration::from_secs(30));
+
+    let replies = client_replies(&net);
+    assert_eq!(replies.len(), submitted, "every submit answered");
+    for (client, rs) in &replies {
+        assert!(matches!(&rs[..], [Response::Completed(c)] if c.outcome == Some(Outcome::Ok(vec![]))), "{client:?}: {rs:?}");
+    }
+    assert_custody_held(&net.executions, submitted);
+    // Custody moved both ways: off the leaver, onto the newcomer.
+    assert!(net.nodes[&leaver].has_left());
+    assert!(net.nodes[&leaver].custody_stats().transfers_sent > 0);
+    assert!(net.nodes[&addr(7006)].custody_stats().transfers_received > 0);
+    let moved: u64 = net.nodes.values().map(|n| n.custody_stats().tasks_received).sum();
+    assert!(moved > 0, "queued tasks travelled with custody");
+    let runs_at = |a: SocketAddr| net.executions.iter().filter(|r| r.node == a).count();
+    assert!(runs_at(leaver) > 0 && runs_at(addr(7006)) > 0);
+    // Every range is held by its custodian in the end.
+    for (a, n) in &net.nodes {
+        if *a != leaver {
+            assert_eq!(n.status().custody.ranges_unavailable, 0, "{a}");
+        }
+    }
 }

@@ -849,8 +849,8 @@ impl Custody {
             // once its whole arc is held.
             let mut covered: BTreeMap<RangeId, u128> = BTreeMap::new();
             for p in self.pieces.values().filter(|p| p.role == Role::Active) {
-                if let Some((range, _)) = ring.locate_point(p.span.end) {
-                    *covered.entry(range).or_default() += p.span.width();
+                for (range, span, _) in ring.cut(p.span) {
+                    *covered.entry(range).or_default() += span.width();
                 }
             }
             for (range, span, owner) in ring.ranges() {

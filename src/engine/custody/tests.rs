@@ -1,1 +1,482 @@
+//! Custody tests: feed one node's custody inputs, assert the exact outputs.
 
+use super::*;
+use crate::engine::epoch::Changes;
+
+const T0: Instant = Instant::ZERO;
+
+fn id(port: u16) -> NodeId {
+    NodeId::new(SocketAddr::from(([127, 0, 0, 1], port)), 1, &format!("n{port}"))
+}
+
+fn task(tid: &str, resource: &str) -> Task {
+    Task { id: tid.into(), resource: resource.into(), payload: tid.as_bytes().to_vec() }
+}
+
+fn at(ms: u64) -> Instant {
+    Instant::from_micros(ms * 1000)
+}
+
+/// Epoch 1 with `a` alone; epoch 2 adds `b`.
+fn two_epochs(a: &NodeId, b: &NodeId) -> (Configuration, Configuration) {
+    let c1 = Configuration::first(9, a.clone(), 16, 3);
+    let c2 = c1.next(&Changes { joins: vec![b.clone()], ..Changes::default() }).unwrap();
+    (c1, c2)
+}
+
+/// A resource whose custodian in `config` is `owner`.
+fn resource_owned_by(config: &Configuration, owner: &NodeId, prefix: &str) -> String {
+    let ring = config.ring();
+    (0..10_000).map(|i| format!("{prefix}{i}")).find(|r| ring.owner(r) == Some(owner)).expect("some resource")
+}
+
+fn founder(workers: usize) -> (Custody, NodeId, Configuration) {
+    let a = id(1);
+    let c1 = Configuration::first(9, a.clone(), 16, 3);
+    let mut c = Custody::new(a.clone(), Duration::from_millis(100), workers);
+    c.on_epoch(&c1, T0);
+    (c, a, c1)
+}
+
+fn outputs(c: &mut Custody) -> Vec<CustodyOutput> {
+    c.drain().collect()
+}
+
+fn executions(outs: &[CustodyOutput]) -> Vec<(String, Token)> {
+    outs.iter()
+        .filter_map(|o| match o {
+            CustodyOutput::Execute(e) => Some((e.task.id.clone(), e.token)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn sent(outs: &[CustodyOutput]) -> Vec<(SocketAddr, TaskMsg)> {
+    outs.iter()
+        .filter_map(|o| match o {
+            CustodyOutput::Send(to, m) => Some((*to, m.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn transfers(outs: &[CustodyOutput]) -> Vec<(SocketAddr, Transfer)> {
+    sent(outs)
+        .into_iter()
+        .filter_map(|(to, m)| match m {
+            TaskMsg::Transfer(t) => Some((to, t)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn submit_from(c: &mut Custody, gateway: u16, req: u64, t: Task) -> TaskMsg {
+    c.on_submit(id(gateway).addr, req, t, false, true, T0);
+    let outs = outputs(c);
+    let answers: Vec<TaskMsg> = sent(&outs).into_iter().map(|(_, m)| m).collect();
+    assert_eq!(answers.len(), 1, "one answer per submit: {answers:?}");
+    answers.into_iter().next().unwrap()
+}
+
+#[test]
+fn the_founder_holds_the_whole_circle_and_runs_a_resource_in_sequence_order() {
+    let (mut c, _, _) = founder(8);
+    for i in 1..=3 {
+        let answer = submit_from(&mut c, 5, i, task(&format!("t{i}"), "r"));
+        assert_eq!(answer, TaskMsg::Accepted { req: i, seq: i, epoch: 1, duplicate: false });
+    }
+    c.pump(T0, true);
+    let outs = outputs(&mut c);
+    // One at a time, the first one first, with the epoch of custody.
+    assert_eq!(executions(&outs), vec![("t1".to_string(), Token { epoch: 1, seq: 1 })]);
+    c.pump(T0, true);
+    assert!(outputs(&mut c).is_empty(), "nothing else of r may start while t1 runs");
+    c.finished("r", 1, Outcome::Ok(vec![]), at(5));
+    c.pump(at(5), true);
+    assert_eq!(executions(&outputs(&mut c)), vec![("t2".to_string(), Token { epoch: 1, seq: 2 })]);
+    let info = c.info();
+    assert_eq!((info.tasks_queued, info.tasks_running, info.tasks_executed), (1, 1, 1));
+    assert_eq!((info.ranges_owned, info.ranges_unavailable), (16, 0));
+}
+
+#[test]
+fn a_hot_resource_takes_one_worker_and_the_others_keep_running() {
+    let (mut c, _, _) = founder(2);
+    for i in 0..50 {
+        submit_from(&mut c, 5, i, task(&format!("hot{i}"), "hot"));
+    }
+    for (i, r) in ["a", "b", "c"].into_iter().enumerate() {
+        submit_from(&mut c, 5, 100 + i as u64, task(r, r));
+    }
+    c.pump(T0, true);
+    let started: Vec<String> = executions(&outputs(&mut c)).into_iter().map(|(t, _)| t).collect();
+    assert_eq!(started, vec!["hot0", "a"]);
+    c.finished("hot", 1, Outcome::Ok(vec![]), at(1));
+    c.pump(at(1), true);
+    // The hot resource goes to the back: b runs before hot's next task.
+    assert_eq!(executions(&outputs(&mut c))[0].0, "b");
+    c.finished("a", 1, Outcome::Ok(vec![]), at(2));
+    c.pump(at(2), true);
+    assert_eq!(executions(&outputs(&mut c))[0].0, "c");
+    c.finished("b", 1, Outcome::Ok(vec![]), at(3));
+    c.pump(at(3), true);
+    assert_eq!(executions(&outputs(&mut c))[0].0, "hot1");
+}
+
+#[test]
+fn a_retried_task_id_gets_its_sequence_number_and_runs_once() {
+    let (mut c, _, _) = founder(1);
+    assert_eq!(submit_from(&mut c, 5, 1, task("x", "r")), TaskMsg::Accepted { req: 1, seq: 1, epoch: 1, duplicate: false });
+    assert_eq!(submit_from(&mut c, 5, 2, task("y", "r")), TaskMsg::Accepted { req: 2, seq: 2, epoch: 1, duplicate: false });
+    assert_eq!(submit_from(&mut c, 5, 3, task("x", "r")), TaskMsg::Accepted { req: 3, seq: 1, epoch: 1, duplicate: true });
+    assert_eq!(c.info().tasks_queued, 2);
+    c.pump(T0, true);
+    outputs(&mut c);
+    c.finished("r", 1, Outcome::Ok(b"done".to_vec()), at(1));
+    outputs(&mut c);
+    // A waiting retry after it ran: told it ran, the outcome is not kept.
+    c.on_submit(id(5).addr, 4, task("x", "r"), true, true, at(2));
+    let answers = sent(&outputs(&mut c));
+    assert_eq!(
+        answers,
+        vec![
+            (id(5).addr, TaskMsg::Done { req: 4, task_id: "x".into(), token: Token { epoch: 1, seq: 1 }, outcome: None }),
+            (id(5).addr, TaskMsg::Accepted { req: 4, seq: 1, epoch: 1, duplicate: true }),
+        ]
+    );
+    c.pump(at(2), true);
+    assert_eq!(executions(&outputs(&mut c)), vec![("y".to_string(), Token { epoch: 1, seq: 2 })]);
+}
+
+#[test]
+fn past_a_bound_the_submitter_is_told_busy_and_nothing_is_queued() {
+    let (mut c, _, _) = founder(1);
+    for i in 0..QUEUED_PER_RESOURCE_MAX as u64 {
+        submit_from(&mut c, 5, i, task(&format!("t{i}"), "r"));
+    }
+    assert_eq!(submit_from(&mut c, 5, 0, task("one-too-many", "r")), TaskMsg::Busy { req: 0 });
+    assert_eq!(c.info().tasks_queued, QUEUED_PER_RESOURCE_MAX as u64);
+    assert!(matches!(submit_from(&mut c, 5, 1, task("other", "s")), TaskMsg::Accepted { .. }));
+}
+
+#[test]
+fn without_a_lease_nothing_starts_and_submits_are_not_ready() {
+    let (mut c, _, _) = founder(4);
+    submit_from(&mut c, 5, 1, task("t1", "r"));
+    c.pump(T0, false);
+    assert!(outputs(&mut c).is_empty());
+    c.on_submit(id(5).addr, 2, task("t2", "r"), false, false, T0);
+    assert_eq!(sent(&outputs(&mut c)), vec![(id(5).addr, TaskMsg::NotReady { req: 2 })]);
+    c.pump(T0, true);
+    assert_eq!(executions(&outputs(&mut c)).len(), 1);
+}
+
+#[test]
+fn a_moved_range_seals_waits_for_the_running_task_then_transfers_everything() {
+    let (a, b) = (id(1), id(2));
+    let (c1, c2) = two_epochs(&a, &b);
+    let mut ca = Custody::new(a.clone(), Duration::from_millis(100), 8);
+    ca.on_epoch(&c1, T0);
+    let r = resource_owned_by(&c2, &b, "acct");
+    for i in 1..=3 {
+        submit_from(&mut ca, 5, i, task(&format!("t{i}"), &r));
+    }
+    ca.pump(T0, true);
+    assert_eq!(executions(&outputs(&mut ca)).len(), 1);
+
+    // Epoch 2 moves r to b: nothing new starts, nothing is sent while t1 runs.
+    ca.on_epoch(&c2, at(1));
+    // The other moved parts, with nothing running, go at once.
+    let mut all_transfers = transfers(&outputs(&mut ca));
+    assert!(!all_transfers.is_empty());
+    assert!(all_transfers.iter().all(|(_, t)| t.resources.iter().all(|s| s.resource != r)));
+    ca.pump(at(1), true);
+    assert!(executions(&outputs(&mut ca)).is_empty());
+    // A late submit for r at a is redirected to b.
+    assert_eq!(
+        submit_from(&mut ca, 5, 9, task("late", &r)),
+        TaskMsg::Redirect { req: 9, epoch: 2, owner: b.addr }
+    );
+
+    // t1 ends: the part holding r goes, with the watermark, the pending
+    // tasks and the dedup entries.
+    ca.finished(&r, 1, Outcome::Ok(vec![]), at(2));
+    let sent_transfers = transfers(&outputs(&mut ca));
+    let (to, t) = sent_transfers.iter().find(|(_, t)| t.resources.iter().any(|s| s.resource == r)).unwrap().clone();
+    assert_eq!((to, t.epoch), (b.addr, 2));
+    let state = t.resources.iter().find(|s| s.resource == r).unwrap();
+    assert_eq!((state.last_seq, state.executed, state.token_floor), (3, 1, 1));
+    assert_eq!(state.pending.iter().map(|p| p.seq).collect::<Vec<_>>(), vec![2, 3]);
+    assert_eq!(state.dedup.len(), 3);
+    all_transfers.extend(sent_transfers);
+    let sent_transfers = all_transfers;
+
+    // b takes custody and runs t2 with a higher token; a retry of t1 is
+    // recognised there.
+    let mut cb = Custody::new(b.clone(), Duration::from_millis(100), 8);
+    cb.on_epoch(&c2, at(2));
+    let unavailable_before = cb.info().ranges_unavailable;
+    assert!(unavailable_before > 0, "b owns ranges it does not hold yet");
+    assert_eq!(submit_from(&mut cb, 5, 1, task("t4", &r)), TaskMsg::NotReady { req: 1 });
+    for (_, t) in &sent_transfers {
+        cb.on_transfer(a.addr, t.clone(), at(3));
+    }
+    let acks: Vec<TaskMsg> = sent(&outputs(&mut cb)).into_iter().map(|(_, m)| m).collect();
+    assert_eq!(acks, sent_transfers.iter().map(|(_, t)| TaskMsg::TransferAck { id: t.id }).collect::<Vec<_>>());
+    assert_eq!(cb.info().ranges_unavailable, 0, "every range b owns is held once the transfers are in");
+    cb.pump(at(3), true);
+    assert_eq!(executions(&outputs(&mut cb)), vec![("t2".to_string(), Token { epoch: 2, seq: 2 })]);
+    assert_eq!(submit_from(&mut cb, 5, 2, task("t1", &r)), TaskMsg::Accepted { req: 2, seq: 1, epoch: 2, duplicate: true });
+    assert_eq!(submit_from(&mut cb, 5, 3, task("t4", &r)), TaskMsg::Accepted { req: 3, seq: 4, epoch: 2, duplicate: false });
+
+    // The acknowledgements free a.
+    for (_, t) in &sent_transfers {
+        ca.on_transfer_ack(b.addr, t.id);
+    }
+    assert_eq!(ca.info().ranges_sealing, 0);
+    assert_eq!(ca.info().ranges_unavailable, 0);
+    assert_eq!(ca.stats().transfers_sent, sent_transfers.len() as u64);
+}
+
+#[test]
+fn a_duplicate_transfer_is_acknowledged_and_not_applied_twice() {
+    let (a, b) = (id(1), id(2));
+    let (c1, c2) = two_epochs(&a, &b);
+    let mut ca = Custody::new(a.clone(), Duration::from_millis(100), 8);
+    ca.on_epoch(&c1, T0);
+    let r = resource_owned_by(&c2, &b, "acct");
+    submit_from(&mut ca, 5, 1, task("t1", &r));
+    ca.on_epoch(&c2, at(1));
+    let ts = transfers(&outputs(&mut ca));
+    let mut cb = Custody::new(b.clone(), Duration::from_millis(100), 8);
+    cb.on_epoch(&c2, at(1));
+    for (_, t) in &ts {
+        cb.on_transfer(a.addr, t.clone(), at(2));
+    }
+    outputs(&mut cb);
+    let queued = cb.info().tasks_queued;
+    let received = cb.stats().transfers_received;
+    // The acknowledgement was lost: a sends again.
+    for (_, t) in &ts {
+        cb.on_transfer(a.addr, t.clone(), at(3));
+    }
+    let acks = sent(&outputs(&mut cb));
+    assert_eq!(acks.len(), ts.len(), "a copy is acknowledged again");
+    assert_eq!((cb.info().tasks_queued, cb.stats().transfers_received), (queued, received));
+}
+
+#[test]
+fn unacknowledged_transfers_are_resent_until_acknowledged() {
+    let (a, b) = (id(1), id(2));
+    let (c1, c2) = two_epochs(&a, &b);
+    let mut ca = Custody::new(a.clone(), Duration::from_millis(100), 8);
+    ca.on_epoch(&c1, T0);
+    ca.on_epoch(&c2, T0);
+    let first = transfers(&outputs(&mut ca));
+    assert!(!first.is_empty());
+    assert_eq!(ca.next_deadline(), Some(T0 + TRANSFER_RETRY));
+    ca.handle_timeout(T0 + TRANSFER_RETRY, true);
+    let again = transfers(&outputs(&mut ca));
+    assert_eq!(again.iter().map(|(_, t)| t.id).collect::<Vec<_>>(), first.iter().map(|(_, t)| t.id).collect::<Vec<_>>());
+    for (_, t) in &first {
+        ca.on_transfer_ack(b.addr, t.id);
+    }
+    assert_eq!(ca.next_deadline(), None);
+}
+
+#[test]
+fn an_acknowledgement_from_the_wrong_node_or_for_an_unknown_transfer_is_ignored() {
+    let (a, b) = (id(1), id(2));
+    let (c1, c2) = two_epochs(&a, &b);
+    let mut ca = Custody::new(a.clone(), Duration::from_millis(100), 8);
+    ca.on_epoch(&c1, T0);
+    ca.on_epoch(&c2, T0);
+    let ts = transfers(&outputs(&mut ca));
+    ca.on_transfer_ack(id(3).addr, ts[0].1.id);
+    ca.on_transfer_ack(b.addr, 999_999);
+    assert_eq!(ca.stats().transfers_sent, 0);
+    assert_eq!(ca.info().ranges_sealing, ts.len() as u64);
+}
+
+#[test]
+fn a_transfer_for_an_epoch_not_learned_yet_waits_for_it() {
+    let (a, b) = (id(1), id(2));
+    let (c1, c2) = two_epochs(&a, &b);
+    let mut ca = Custody::new(a.clone(), Duration::from_millis(100), 8);
+    ca.on_epoch(&c1, T0);
+    let r = resource_owned_by(&c2, &b, "acct");
+    submit_from(&mut ca, 5, 1, task("t1", &r));
+    ca.on_epoch(&c2, T0);
+    let ts = transfers(&outputs(&mut ca));
+    // b knows epoch 1 only (it has not learned that it was admitted).
+    let mut cb = Custody::new(b.clone(), Duration::from_millis(100), 8);
+    cb.on_epoch(&c1, T0);
+    for (_, t) in &ts {
+        cb.on_transfer(a.addr, t.clone(), at(1));
+    }
+    assert_eq!(sent(&outputs(&mut cb)).len(), ts.len(), "acknowledged: custody is b's now");
+    cb.pump(at(1), true);
+    assert!(executions(&outputs(&mut cb)).is_empty(), "nothing runs before b learns epoch 2");
+    // In epoch 1, r is a's: b says so (and holds it meanwhile, sending it nowhere).
+    assert_eq!(submit_from(&mut cb, 5, 1, task("t2", &r)), TaskMsg::Redirect { req: 1, epoch: 1, owner: a.addr });
+    cb.on_epoch(&c2, at(2));
+    cb.pump(at(2), true);
+    assert_eq!(executions(&outputs(&mut cb)), vec![("t1".to_string(), Token { epoch: 2, seq: 1 })]);
+}
+
+#[test]
+fn a_transfer_for_a_superseded_epoch_is_taken_and_passed_on_to_the_latest_custodian() {
+    let (a, b, d) = (id(1), id(2), id(3));
+    let (c1, c2) = two_epochs(&a, &b);
+    // Epoch 3: d joins, b leaves.
+    let c3 = c2.next(&Changes { joins: vec![d.clone()], leaving: vec![b.clone()], ..Changes::default() }).unwrap();
+    let mut ca = Custody::new(a.clone(), Duration::from_millis(100), 8);
+    ca.on_epoch(&c1, T0);
+    let r = resource_owned_by(&c2, &b, "acct");
+    submit_from(&mut ca, 5, 1, task("t1", &r));
+    ca.on_epoch(&c2, T0);
+    let ts = transfers(&outputs(&mut ca));
+    // b has already learned epoch 3 when a's transfer for epoch 2 arrives:
+    // it takes it (dropping it would lose the tasks) and passes it on.
+    let mut cb = Custody::new(b.clone(), Duration::from_millis(100), 8);
+    cb.on_epoch(&c2, T0);
+    cb.on_epoch(&c3, T0);
+    outputs(&mut cb);
+    for (_, t) in &ts {
+        cb.on_transfer(a.addr, t.clone(), at(1));
+    }
+    let outs = outputs(&mut cb);
+    let onward = transfers(&outs);
+    let owner3 = c3.ring().owner(&r).unwrap().clone();
+    let carrying = onward.iter().find(|(_, t)| t.resources.iter().any(|s| s.resource == r)).unwrap();
+    assert_eq!((carrying.0, carrying.1.epoch), (owner3.addr, 3));
+    cb.pump(at(1), true);
+    assert!(executions(&outputs(&mut cb)).is_empty(), "b never runs what it only passes on");
+}
+
+#[test]
+fn a_receiver_removed_before_acknowledging_leaves_its_transfer_in_doubt() {
+    let (a, b) = (id(1), id(2));
+    let (c1, c2) = two_epochs(&a, &b);
+    let c3 = c2.next(&Changes { removals: vec![b.clone()], ..Changes::default() }).unwrap();
+    let mut ca = Custody::new(a.clone(), Duration::from_millis(100), 8);
+    ca.on_epoch(&c1, T0);
+    let r = resource_owned_by(&c2, &b, "acct");
+    submit_from(&mut ca, 5, 1, task("t1", &r));
+    ca.on_epoch(&c2, T0);
+    outputs(&mut ca);
+    ca.on_epoch(&c3, at(1));
+    outputs(&mut ca);
+    // a owns everything again, but the part it sent may have run at b: it is
+    // not taken back (that is recovery's decision), so it is unavailable.
+    assert!(ca.stats().transfers_in_doubt > 0);
+    let info = ca.info();
+    assert!(info.ranges_unavailable > 0);
+    assert_eq!(submit_from(&mut ca, 5, 2, task("t2", &r)), TaskMsg::NotReady { req: 2 });
+    assert_eq!(ca.next_deadline(), None, "transfers in doubt are not resent");
+}
+
+#[test]
+fn the_gateway_routes_follows_a_redirect_retries_and_answers_the_client() {
+    let (a, b) = (id(1), id(2));
+    let (c1, c2) = two_epochs(&a, &b);
+    let r = resource_owned_by(&c2, &b, "acct");
+    // A gateway g that knows epoch 1: r is a's there.
+    let g = id(7);
+    let mut cg = Custody::new(g.clone(), Duration::from_millis(100), 8);
+    cg.on_epoch(&c1, T0);
+    let client = ClientId(1);
+    cg.submit(client, task("t1", &r), true, T0, true);
+    let first = sent(&outputs(&mut cg));
+    assert!(matches!(&first[..], [(to, TaskMsg::Submit { req: 1, wait: true, epoch: 1, .. })] if *to == a.addr));
+    // a knows epoch 2: redirect to b, which the gateway follows at once.
+    cg.on_answer(a.addr, TaskMsg::Redirect { req: 1, epoch: 2, owner: b.addr }, at(1), true);
+    assert!(matches!(&sent(&outputs(&mut cg))[..], [(to, TaskMsg::Submit { req: 1, .. })] if *to == b.addr));
+    // b is not ready yet: retried after the backoff.
+    cg.on_answer(b.addr, TaskMsg::NotReady { req: 1 }, at(2), true);
+    assert!(outputs(&mut cg).is_empty());
+    let retry_at = cg.next_deadline().unwrap();
+    cg.handle_timeout(retry_at, true);
+    assert_eq!(sent(&outputs(&mut cg)).len(), 1);
+    // Accepted, then done: one reply to the client, with the outcome.
+    cg.on_answer(b.addr, TaskMsg::Accepted { req: 1, seq: 1, epoch: 2, duplicate: false }, at(3), true);
+    assert!(outputs(&mut cg).is_empty(), "a waiting client is answered when the task ran");
+    let token = Token { epoch: 2, seq: 1 };
+    let done = TaskMsg::Done { req: 1, task_id: "t1".into(), token, outcome: Some(Outcome::Ok(b"ok".to_vec())) };
+    cg.on_answer(b.addr, done, at(4), true);
+    let replies = outputs(&mut cg);
+    assert_eq!(
+        replies,
+        vec![CustodyOutput::Reply(
+            client,
+            Response::Completed(Completed {
+                task_id: "t1".into(),
+                resource: r.clone(),
+                token,
+                custodian: b.addr,
+                outcome: Some(Outcome::Ok(b"ok".to_vec())),
+            })
+        )]
+    );
+    assert_eq!(cg.next_deadline(), None);
+}
+
+#[test]
+fn a_submit_nobody_can_take_is_answered_unavailable_after_the_timeout() {
+    let (a, b) = (id(1), id(2));
+    let (_, c2) = two_epochs(&a, &b);
+    let r = resource_owned_by(&c2, &b, "acct");
+    let mut cg = Custody::new(id(7), Duration::from_millis(100), 8);
+    cg.on_epoch(&c2, T0);
+    cg.submit(ClientId(3), task("t1", &r), false, T0, true);
+    let mut now = T0;
+    let mut sends = 0;
+    loop {
+        for (_, m) in sent(&cg.drain().collect::<Vec<_>>()) {
+            assert!(matches!(m, TaskMsg::Submit { .. }));
+            sends += 1;
+            cg.on_answer(b.addr, TaskMsg::NotReady { req: 1 }, now, true);
+        }
+        let Some(next) = cg.next_deadline() else { break };
+        now = next;
+        cg.handle_timeout(now, true);
+        let replies: Vec<CustodyOutput> =
+            cg.outputs.iter().filter(|o| matches!(o, CustodyOutput::Reply(..))).cloned().collect();
+        if !replies.is_empty() {
+            assert!(matches!(&replies[..], [CustodyOutput::Reply(ClientId(3), Response::Unavailable(_))]));
+            break;
+        }
+    }
+    assert_eq!(now, T0 + SUBMIT_TIMEOUT);
+    // Backoff doubles from 20 ms to 500 ms: about 25 tries in 10 s, not hundreds.
+    assert!((10..40).contains(&sends), "{sends} sends");
+}
+
+#[test]
+fn a_gateway_generates_a_task_id_when_none_is_given() {
+    let (mut c, a, _) = founder(1);
+    c.submit(ClientId(1), task("", "r"), false, T0, true);
+    let outs = outputs(&mut c);
+    let [CustodyOutput::Reply(_, Response::Submitted(s))] = &outs[..] else { panic!("{outs:?}") };
+    assert_eq!(s.task_id, format!("{}-{}-1", a.addr, a.incarnation));
+    assert_eq!(s.seq, 1);
+}
+
+#[test]
+fn ring_split_covers_a_span_exactly_with_one_owner_per_piece() {
+    let (a, b) = (id(1), id(2));
+    let (_, c2) = two_epochs(&a, &b);
+    let ring = c2.ring();
+    let full = ring.split(Span { start: 0, end: 0 });
+    assert_eq!(full.iter().map(|(s, _)| s.width()).sum::<u128>(), 1u128 << 64);
+    assert!(full.windows(2).all(|w| w[0].0.end == w[1].0.start && w[0].1 != w[1].1));
+    for (span, owner) in &full {
+        assert_eq!(ring.locate_point(span.end).unwrap().1, *owner);
+        assert_eq!(ring.locate_point(span.start.wrapping_add(1)).unwrap().1, *owner);
+    }
+    let part = Span { start: 1 << 60, end: 3 << 62 };
+    let pieces = ring.split(part);
+    assert_eq!(pieces.first().unwrap().0.start, part.start);
+    assert_eq!(pieces.last().unwrap().0.end, part.end);
+    assert_eq!(pieces.iter().map(|(s, _)| s.width()).sum::<u128>(), part.width());
+}
