@@ -758,9 +758,17 @@ impl Node {
         }
     }
 
-    /// After every input: start what may start, carry out what custody
-    /// asked for, and tell the store once a leaving node has handed off.
+    /// After every input: tell the store once a leaving node has handed
+    /// off, start what may start, and carry out what custody asked for.
     fn custody_step(&mut self) {
+        let me = self.swim.identity().life();
+        let leaving = self.store.latest().and_then(|c| c.member(me.addr)).is_some_and(|m| {
+            m.id == me && m.status == MemberStatus::Leaving
+        });
+        if self.leave_deadline.is_some() && leaving && self.custody.handed_off() {
+            self.store.handed_off(self.now);
+            self.flush_store();
+        }
         let lease_ok = self.may_act_as_custodian(self.now);
         self.custody.pump(self.now, lease_ok);
         let outputs: Vec<CustodyOutput> = self.custody.drain().collect();
@@ -770,15 +778,6 @@ impl Node {
                 CustodyOutput::Reply(client, response) => self.reply(client, response),
                 CustodyOutput::Execute(execution) => self.push(Output::Execute(execution)),
             }
-        }
-        if self.leave_deadline.is_some()
-            && self.store.latest().and_then(|c| c.member(self.swim.identity().addr)).is_some_and(|m| {
-                m.id == self.swim.identity().life() && m.status == MemberStatus::Leaving
-            })
-            && self.custody.handed_off()
-        {
-            self.store.handed_off(self.now);
-            self.flush_store();
         }
     }
 

@@ -7,4 +7,5 @@
 
 mod cluster;
 mod process;
+mod tasks;
 mod util;

@@ -1,0 +1,183 @@
+//! Tasks through the public API: in-process nodes, a recording handler.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use custody::engine::{Outcome, Task, Token};
+use custody::runtime::{ExecCtx, Handler};
+use custody::{Cluster, Config, Error};
+
+use crate::util::wait_for;
+
+/// One execution as the handler saw it.
+#[derive(Debug, Clone)]
+struct Run {
+    node: Arc<str>,
+    task_id: String,
+    resource: String,
+    token: Token,
+    start: Instant,
+    end: Instant,
+}
+
+/// Records every execution; runs for `work`.
+#[derive(Clone)]
+struct Recorder {
+    runs: Arc<Mutex<Vec<Run>>>,
+    work: Duration,
+}
+
+impl Handler for Recorder {
+    async fn execute(&self, ctx: ExecCtx, _payload: Vec<u8>) -> Outcome {
+        let start = Instant::now();
+        tokio::time::sleep(self.work).await;
+        let end = Instant::now();
+        let run = Run { node: ctx.node, task_id: ctx.task_id, resource: ctx.resource, token: ctx.token, start, end };
+        self.runs.lock().unwrap().push(run);
+        Outcome::Ok(Vec::new())
+    }
+}
+
+async fn start(name: &str, seeds: &[SocketAddr], recorder: &Recorder) -> Cluster {
+    Cluster::builder()
+        .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .name(name)
+        .join(seeds.iter().copied())
+        .config(Config::fast())
+        .handler(recorder.clone())
+        .start()
+        .await
+        .expect("node starts")
+}
+
+/// Waits until every node knows one configuration of `members` members and
+/// holds a lease.
+async fn formed(nodes: &[Cluster], members: usize) {
+    wait_for(Duration::from_secs(15), "one configuration with every node", || {
+        let nodes = nodes.to_vec();
+        async move {
+            let mut epochs = Vec::new();
+            for node in &nodes {
+                let status = node.status().await.ok()?;
+                (status.members.len() == members && status.lease_remaining_ms > 0).then_some(())?;
+                epochs.push(status.epoch);
+            }
+            epochs.windows(2).all(|w| w[0] == w[1]).then_some(())
+        }
+    })
+    .await;
+}
+
+/// Submits `task` through the live gateways until it has run, retrying
+/// (with the same id: the retry is the same task) when the answer is busy,
+/// unavailable, or the gateway stopped.
+async fn run_to_completion(gateways: Arc<Mutex<Vec<Cluster>>>, first: usize, task: Task) -> Token {
+    let mut attempt = first;
+    for _ in 0..200 {
+        let gateway = {
+            let live = gateways.lock().unwrap();
+            live[attempt % live.len()].clone()
+        };
+        attempt += 1;
+        match gateway.submit_and_wait(task.clone()).await {
+            Ok(done) => return done.token,
+            Err(Error::Busy | Error::Unavailable(_) | Error::Stopped) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("task {}: {e}", task.id),
+        }
+    }
+    panic!("task {} never completed", task.id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_tasks_run_once_each_in_order_across_a_join_and_a_graceful_leave() {
+    const TASKS: usize = 10_000;
+    const RESOURCES: usize = 500;
+    let recorder = Recorder { runs: Arc::default(), work: Duration::from_millis(1) };
+    let first = start("n0", &[], &recorder).await;
+    let seeds = [first.local_addr()];
+    let nodes = vec![first.clone(), start("n1", &seeds, &recorder).await, start("n2", &seeds, &recorder).await];
+    formed(&nodes, 3).await;
+
+    let gateways = Arc::new(Mutex::new(nodes.clone()));
+    let began = Instant::now();
+    let mut submitters = tokio::task::JoinSet::new();
+    let leaver = nodes[1].clone();
+    let mut joiner = None;
+    for i in 0..TASKS {
+        // Membership changes while tasks flow: a fourth node joins, then
+        // n1 leaves gracefully.
+        if i == 2_000 {
+            let n3 = start("n3", &seeds, &recorder).await;
+            gateways.lock().unwrap().push(n3.clone());
+            joiner = Some(n3);
+        }
+        if i == 5_000 {
+            gateways.lock().unwrap().retain(|g| g.local_addr() != leaver.local_addr());
+            let leaver = leaver.clone();
+            tokio::spawn(async move { leaver.leave().await });
+        }
+        let task = Task { id: format!("task-{i}"), resource: format!("res-{}", i % RESOURCES), payload: Vec::new() };
+        let gateways = gateways.clone();
+        submitters.spawn(run_to_completion(gateways, i, task));
+        // Paced (about 2,000 tasks/s) so the run spans both epoch changes;
+        // at most 256 submits in flight.
+        if i % 100 == 99 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        while submitters.len() >= 256 {
+            submitters.join_next().await.expect("a submitter").expect("no panic");
+        }
+    }
+    while let Some(done) = submitters.join_next().await {
+        done.expect("no panic");
+    }
+    let took = began.elapsed();
+    tokio::time::timeout(Duration::from_secs(30), leaver.stopped()).await.expect("the leaver stopped");
+
+    let runs = recorder.runs.lock().unwrap().clone();
+    // Every task ran exactly once.
+    let mut per_task: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in &runs {
+        *per_task.entry(&r.task_id).or_default() += 1;
+    }
+    assert_eq!(per_task.len(), TASKS, "every task ran");
+    let twice: Vec<_> = per_task.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "tasks ran more than once: {twice:?}");
+    // Per resource: no two executions overlap, tokens strictly increase and
+    // sequence numbers run 1, 2, 3, ... in execution order.
+    let mut per_resource: BTreeMap<&str, Vec<&Run>> = BTreeMap::new();
+    for r in &runs {
+        per_resource.entry(&r.resource).or_default().push(r);
+    }
+    assert_eq!(per_resource.len(), RESOURCES);
+    let mut moved = 0;
+    for (resource, mut rs) in per_resource {
+        rs.sort_by_key(|r| r.start);
+        for (i, r) in rs.iter().enumerate() {
+            assert_eq!(r.token.seq, i as u64 + 1, "{resource}: sequence order broken at {r:?}");
+        }
+        for w in rs.windows(2) {
+            assert!(w[0].end <= w[1].start, "{resource}: {:?} and {:?} overlap", w[0], w[1]);
+            assert!(w[0].token < w[1].token, "{resource}: tokens {} then {}", w[0].token, w[1].token);
+        }
+        if rs.windows(2).any(|w| w[0].node != w[1].node) {
+            moved += 1;
+        }
+    }
+    // Custody did move: resources ran on more than one node over the run.
+    assert!(moved > 0, "no resource changed custodian");
+    let joiner = joiner.expect("joined");
+    let status = joiner.status().await.expect("answers");
+    assert!(status.custody.handoffs_received > 0 && status.custody.tasks_executed > 0, "{status:?}");
+    eprintln!(
+        "{TASKS} tasks over {RESOURCES} resources in {took:?} ({:.0}/s); {moved} resources changed custodian",
+        TASKS as f64 / took.as_secs_f64()
+    );
+    for node in [&nodes[0], &nodes[2], &joiner] {
+        node.leave().await.expect("leaves");
+    }
+}
