@@ -620,7 +620,7 @@ impl Node {
         let new = self.swim.identity().next_life();
         tracing::warn!(new = %new, "removed from the configuration: rejoining as a new life");
         self.store.renew_identity(new.clone());
-        self.custody.reset(new.clone());
+        self.custody.renew_identity(new.clone(), self.now);
         if let Err(e) = self.with_swim(|swim, effects| swim.change_identity(new.clone(), effects)) {
             tracing::warn!(error = %e, "change identity");
         }

@@ -18,7 +18,7 @@ pub const OUTCOME_LEN_MAX: usize = 64 * 1024;
 /// Tasks waiting for one resource; past it, submits of that resource get
 /// `Busy`.
 pub const QUEUED_PER_RESOURCE_MAX: usize = 4096;
-/// Bytes (ids and payloads) of the tasks waiting for one resource; past it,
+/// Bytes (ids, resource names and payloads) of the tasks waiting for one resource; past it,
 /// submits of that resource get `Busy`. Keeps one resource's state within
 /// one handoff frame.
 pub const QUEUED_BYTES_PER_RESOURCE_MAX: usize = 512 * 1024;
@@ -82,9 +82,10 @@ impl Task {
         Ok(())
     }
 
-    /// Bytes the task takes in queues and handoffs (id and payload).
+    /// Bytes the task takes in queues and handoffs (id, resource name and
+    /// payload).
     pub fn weight(&self) -> usize {
-        self.id.len() + self.payload.len()
+        self.id.len() + self.resource.len() + self.payload.len()
     }
 }
 

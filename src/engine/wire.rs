@@ -195,6 +195,8 @@ pub struct Transfer {
     pub id: u64,
     /// The sender's incarnation (with its address, the sender's life).
     pub from_incarnation: u64,
+    /// The receiver's incarnation: another life at its address ignores it.
+    pub to_incarnation: u64,
     /// The epoch whose ring gives this part to the receiver.
     pub epoch: u64,
     /// The part of the hash space.

@@ -218,8 +218,6 @@ pub(crate) struct Custody {
     queued_bytes_total: usize,
     runnable: VecDeque<Key>,
     running: usize,
-    /// Executions started by an earlier life, still to report back.
-    draining: usize,
     outgoing: BTreeMap<u64, Outgoing>,
     next_transfer: u64,
     /// Transfer ids taken, per sender life.
@@ -244,7 +242,6 @@ impl Custody {
             queued_bytes_total: 0,
             runnable: VecDeque::new(),
             running: 0,
-            draining: 0,
             outgoing: BTreeMap::new(),
             next_transfer: 1,
             received: BTreeMap::new(),
@@ -335,8 +332,12 @@ impl Custody {
             for (span, owner) in parts {
                 // A part sealed for an earlier epoch and not sent yet goes
                 // to the latest owner instead.
+                // An earlier life of this node, still in the ring, gets
+                // nothing: the part waits, idle, for a newer epoch.
                 let role = if owner.life() == self.me {
                     Role::Active
+                } else if owner.addr == self.me.addr {
+                    Role::Idle
                 } else {
                     Role::Sealing { to: owner.life(), epoch: self.epoch }
                 };
@@ -596,7 +597,7 @@ impl Custody {
         if !lease_ok {
             return;
         }
-        while self.running + self.draining < self.workers {
+        while self.running < self.workers {
             let Some(key) = self.runnable.pop_front() else { break };
             let active = self.piece_of(key.0).filter(|p| p.role == Role::Active).map(|p| p.act_epoch);
             let Some(res) = self.resources.get_mut(&key) else { continue };
@@ -626,14 +627,11 @@ impl Custody {
     /// reported twice) are ignored.
     pub(crate) fn finished(&mut self, resource: &str, seq: u64, outcome: Outcome, now: Instant) {
         let key: Key = (Ring::key_hash(resource), resource.to_string());
-        let Some(res) = self.resources.get_mut(&key) else {
-            self.draining = self.draining.saturating_sub(1);
+        let Some(running) = self.resources.get_mut(&key).and_then(|res| res.running.take_if(|r| r.seq == seq)) else {
+            tracing::warn!(resource, seq, "the end of an execution that is not running here");
             return;
         };
-        let Some(running) = res.running.take_if(|r| r.seq == seq) else {
-            self.draining = self.draining.saturating_sub(1);
-            return;
-        };
+        let res = self.resources.get_mut(&key).expect("just found");
         res.executed = res.executed.max(seq);
         self.running -= 1;
         self.stats.tasks_executed += 1;
@@ -683,7 +681,7 @@ impl Custody {
             let res = self.resources.remove(key).expect("listed");
             self.queued_total -= res.queue.len();
             self.queued_bytes_total -= res.queued_bytes;
-            bytes += res.queued_bytes + 64 * res.dedup.len() + key.1.len();
+            bytes += res.queued_bytes + res.dedup.iter().map(|(id, _)| id.len() + 16).sum::<usize>() + key.1.len();
             current.push(ResourceState {
                 resource: key.1.clone(),
                 last_seq: res.last_seq,
@@ -709,6 +707,7 @@ impl Custody {
             let message = Transfer {
                 id,
                 from_incarnation: self.me.incarnation,
+                to_incarnation: to.incarnation,
                 epoch,
                 span,
                 unacked_floor: floor.min(id),
@@ -722,6 +721,12 @@ impl Custody {
 
     /// A transfer from `from`: take custody (once), acknowledge (always).
     pub(crate) fn on_transfer(&mut self, from: SocketAddr, t: Transfer, now: Instant) {
+        if t.to_incarnation != self.me.incarnation {
+            // For an earlier (or later) life at this address: not ours to
+            // take. The sender keeps it until that life is removed.
+            tracing::debug!(from = %from, to_incarnation = t.to_incarnation, "a transfer for another life");
+            return;
+        }
         let ack = TaskMsg::TransferAck { id: t.id };
         let seen = self.received.entry((from, t.from_incarnation)).or_default();
         let fresh = seen.insert(t.id);
@@ -823,21 +828,13 @@ impl Custody {
         }
     }
 
-    /// This life was removed: stop acting, forget custody (a later recovery
-    /// rebuilds it from replicas), keep the submits this node carries.
-    pub(crate) fn reset(&mut self, me: NodeId) {
+    /// This life was removed and the node goes on as `me`, a new life that
+    /// owns nothing until admitted. What it holds is handed to the
+    /// custodians of the latest epoch, like any moved part: nothing new
+    /// starts, the running tasks finish first, and nothing is dropped.
+    pub(crate) fn renew_identity(&mut self, me: NodeId, now: Instant) {
         self.me = me.life();
-        self.draining += self.running;
-        self.running = 0;
-        self.pieces.clear();
-        self.resources.clear();
-        self.runnable.clear();
-        self.queued_total = 0;
-        self.queued_bytes_total = 0;
-        self.outgoing.clear();
-        self.received.clear();
-        self.epoch = 0;
-        self.ring = None;
+        self.recut(now);
     }
 
     /// Counters for `custody status`.

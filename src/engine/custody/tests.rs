@@ -480,3 +480,57 @@ fn ring_split_covers_a_span_exactly_with_one_owner_per_piece() {
     assert_eq!(pieces.last().unwrap().0.end, part.end);
     assert_eq!(pieces.iter().map(|(s, _)| s.width()).sum::<u128>(), part.width());
 }
+
+#[test]
+fn a_transfer_for_another_life_at_the_address_is_not_taken() {
+    let (a, b) = (id(1), id(2));
+    let (c1, c2) = two_epochs(&a, &b);
+    let mut ca = Custody::new(a.clone(), Duration::from_millis(100), 8);
+    ca.on_epoch(&c1, T0);
+    ca.on_epoch(&c2, T0);
+    let ts = transfers(&outputs(&mut ca));
+    // b restarted as a new life before the transfer arrived.
+    let b2 = NodeId::new(b.addr, 2, "n2");
+    let mut cb2 = Custody::new(b2, Duration::from_millis(100), 8);
+    cb2.on_epoch(&c2, T0);
+    for (_, t) in &ts {
+        cb2.on_transfer(a.addr, t.clone(), at(1));
+    }
+    assert!(outputs(&mut cb2).is_empty(), "not acknowledged: the sender keeps it");
+    assert_eq!(cb2.stats().transfers_received, 0);
+}
+
+#[test]
+fn a_removed_life_hands_what_it_holds_to_the_custodians_once_its_tasks_end() {
+    let (a, b) = (id(1), id(2));
+    let (_, c2) = two_epochs(&a, &b);
+    // b holds everything it owns at epoch 2 (as if handed over), runs a task.
+    let mut ca = Custody::new(a.clone(), Duration::from_millis(100), 8);
+    ca.on_epoch(&Configuration::first(9, a.clone(), 16, 3), T0);
+    ca.on_epoch(&c2, T0);
+    let ts = transfers(&outputs(&mut ca));
+    let mut cb = Custody::new(b.clone(), Duration::from_millis(100), 8);
+    cb.on_epoch(&c2, T0);
+    for (_, t) in &ts {
+        cb.on_transfer(a.addr, t.clone(), T0);
+    }
+    outputs(&mut cb);
+    let r = resource_owned_by(&c2, &b, "acct");
+    submit_from(&mut cb, 5, 1, task("t1", &r));
+    submit_from(&mut cb, 5, 2, task("t2", &r));
+    cb.pump(T0, true);
+    assert_eq!(executions(&outputs(&mut cb)).len(), 1);
+    // The store removed b's life; epoch 3 removes it from the ring.
+    let c3 = c2.next(&Changes { removals: vec![b.clone()], ..Changes::default() }).unwrap();
+    cb.renew_identity(NodeId::new(b.addr, 2, "n2"), at(1));
+    cb.on_epoch(&c3, at(1));
+    cb.pump(at(1), true);
+    let outs = outputs(&mut cb);
+    assert!(executions(&outs).is_empty(), "a removed life starts nothing");
+    assert!(transfers(&outs).iter().all(|(_, t)| t.resources.iter().all(|s| s.resource != r)), "t1 still runs");
+    cb.finished(&r, 1, Outcome::Ok(vec![]), at(2));
+    let onward = transfers(&outputs(&mut cb));
+    let t = onward.iter().find(|(_, t)| t.resources.iter().any(|s| s.resource == r)).expect("r goes once t1 ended");
+    assert_eq!(t.0, a.addr);
+    assert_eq!(t.1.resources.iter().find(|s| s.resource == r).unwrap().pending.len(), 1);
+}
