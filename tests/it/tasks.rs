@@ -74,13 +74,11 @@ async fn formed(nodes: &[Cluster], members: usize) {
 /// (with the same id: the retry is the same task) when the answer is busy,
 /// unavailable, or the gateway stopped.
 async fn run_to_completion(gateways: Arc<Mutex<Vec<Cluster>>>, first: usize, task: Task) -> Token {
-    let mut attempt = first;
-    for _ in 0..200 {
+    for attempt in first..first + 200 {
         let gateway = {
             let live = gateways.lock().unwrap();
             live[attempt % live.len()].clone()
         };
-        attempt += 1;
         match gateway.submit_and_wait(task.clone()).await {
             Ok(done) => return done.token,
             Err(Error::Busy | Error::Unavailable(_) | Error::Stopped) => {
