@@ -30,12 +30,12 @@ use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 
 pub use config::{Config, ConfigError};
+pub use custody::{CustodyStats, Execution};
 pub use epoch::{Configuration, MemberStatus};
 pub use id::NodeId;
 pub use store::{StoreEvent as EpochEvent, StoreStats};
-pub use time::Instant;
-pub use custody::{CustodyStats, Execution};
 pub use task::{Outcome, Task, Token};
+pub use time::Instant;
 pub use wire::{MemberInfo, MemberState, WireError};
 
 use custody::{Custody, CustodyOutput};
@@ -762,9 +762,11 @@ impl Node {
     /// off, start what may start, and carry out what custody asked for.
     fn custody_step(&mut self) {
         let me = self.swim.identity().life();
-        let leaving = self.store.latest().and_then(|c| c.member(me.addr)).is_some_and(|m| {
-            m.id == me && m.status == MemberStatus::Leaving
-        });
+        let leaving = self
+            .store
+            .latest()
+            .and_then(|c| c.member(me.addr))
+            .is_some_and(|m| m.id == me && m.status == MemberStatus::Leaving);
         if self.leave_deadline.is_some() && leaving && self.custody.handed_off() {
             self.store.handed_off(self.now);
             self.flush_store();

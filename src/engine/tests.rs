@@ -706,7 +706,10 @@ fn tasks_run_at_their_custodian_once_each_across_a_join_and_a_graceful_leave() {
     let replies = client_replies(&net);
     assert_eq!(replies.len(), submitted, "every submit answered");
     for (client, rs) in &replies {
-        assert!(matches!(&rs[..], [Response::Completed(c)] if c.outcome == Some(Outcome::Ok(vec![]))), "{client:?}: {rs:?}");
+        assert!(
+            matches!(&rs[..], [Response::Completed(c)] if c.outcome == Some(Outcome::Ok(vec![]))),
+            "{client:?}: {rs:?}"
+        );
     }
     assert_custody_held(&net.executions, submitted);
     // Custody moved both ways: off the leaver, onto the newcomer.

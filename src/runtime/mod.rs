@@ -28,10 +28,10 @@ use crate::engine::{
     ClientId, Command, Config, ConfigError, EpochEvent, Event, Execution, Input, Instant, MemberInfo, Node, NodeId,
     Outcome, Output, Task, WireError,
 };
-pub use handler::{ExecCtx, FnHandler, Handler, NoopHandler, handler_fn};
 use handler::DynHandler;
+pub use handler::{ExecCtx, FnHandler, Handler, NoopHandler, handler_fn};
+pub use transport::{Client, TransportStats, request};
 use transport::{Counters, Inbound, Transport};
-pub use transport::{TransportStats, request};
 
 /// Inputs from the network waiting for the driver. Datagrams past it are
 /// dropped (SWIM tolerates loss); frames wait (back-pressure).

@@ -33,8 +33,12 @@ pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Concurrent unidirectional streams a peer may open (one ordered frame
 /// stream per connection, plus stream-carried SWIM packets in flight).
 pub(crate) const UNI_STREAMS_MAX: u32 = 64;
-/// Concurrent bidirectional streams (client requests) per connection.
-pub(crate) const BIDI_STREAMS_MAX: u32 = 16;
+/// Concurrent bidirectional streams (client requests) per connection: a
+/// load generator keeps many submits in flight on one connection.
+pub(crate) const BIDI_STREAMS_MAX: u32 = 1024;
+/// How often a client connection pings while it waits for answers (a
+/// submit waiting for its task's outcome may be silent for long).
+pub(crate) const CLIENT_KEEP_ALIVE: Duration = Duration::from_secs(3);
 /// Bytes of received datagrams a connection buffers before dropping.
 pub(crate) const DATAGRAM_RECV_BUFFER: usize = 1 << 20;
 
@@ -42,12 +46,13 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn transport_config() -> Arc<quinn::TransportConfig> {
+fn transport_config(keep_alive: Option<Duration>) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     t.max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("10 s is a valid idle timeout")));
-    // No keep-alive: SWIM traffic keeps live pairs warm, and keep-alive
-    // would keep duplicate connections alive forever.
-    t.keep_alive_interval(None);
+    // No keep-alive between nodes: SWIM traffic keeps live pairs warm, and
+    // keep-alive would keep duplicate connections alive forever. Clients
+    // keep theirs alive while they wait.
+    t.keep_alive_interval(keep_alive);
     t.max_concurrent_uni_streams(UNI_STREAMS_MAX.into());
     t.max_concurrent_bidi_streams(BIDI_STREAMS_MAX.into());
     t.datagram_receive_buffer_size(Some(DATAGRAM_RECV_BUFFER));
@@ -85,7 +90,7 @@ pub(crate) fn server_config(node_name: &str) -> Result<quinn::ServerConfig, Erro
     tls.max_early_data_size = 0;
     let quic = QuicServerConfig::try_from(tls).map_err(|e| Error::Tls(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
-    config.transport_config(transport_config());
+    config.transport_config(transport_config(None));
     Ok(config)
 }
 
@@ -101,7 +106,8 @@ pub(crate) fn client_config(alpn: &[u8]) -> Result<quinn::ClientConfig, Error> {
     tls.alpn_protocols = vec![alpn.to_vec()];
     let quic = QuicClientConfig::try_from(tls).map_err(|e| Error::Tls(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
-    config.transport_config(transport_config());
+    let keep_alive = (alpn == ALPN_CLIENT).then_some(CLIENT_KEEP_ALIVE);
+    config.transport_config(transport_config(keep_alive));
     Ok(config)
 }
 

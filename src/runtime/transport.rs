@@ -53,8 +53,7 @@ pub const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client stream waits for the node's answer once the request
 /// is in: a submit that waits for its task's outcome can take long (the
 /// engine itself gives up after [`crate::engine::custody::OUTCOME_TIMEOUT`]).
-pub const CLIENT_ANSWER_TIMEOUT: Duration =
-    Duration::from_secs(crate::engine::custody::OUTCOME_TIMEOUT.as_secs() + 60);
+pub const CLIENT_ANSWER_TIMEOUT: Duration = Duration::from_secs(crate::engine::custody::OUTCOME_TIMEOUT.as_secs() + 60);
 
 /// What the transport's tasks report to the driver.
 #[derive(Debug)]
@@ -521,43 +520,77 @@ fn error_frame(reason: &str) -> Vec<u8> {
         .expect("a short error message encodes")
 }
 
-/// Sends one request to the node at `node` and returns its answer. Used by
-/// the CLI and tests; opens a client-only endpoint of its own.
+/// Sends one request to the node at `node` and returns its answer. Opens a
+/// connection for it; to send many, keep a [`Client`].
 pub async fn request(node: SocketAddr, request: wire::Request, timeout: Duration) -> Result<Response, Error> {
-    let bind: SocketAddr = if node.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
-    let mut endpoint = Endpoint::client(bind).map_err(|source| Error::Bind { addr: bind, source })?;
-    endpoint.set_default_client_config(tls::client_config(ALPN_CLIENT)?);
-    let result = tokio::time::timeout(timeout, async {
-        let conn = endpoint
-            .connect(node, SERVER_NAME)
-            .map_err(|e| Error::Connect { addr: node, reason: e.to_string() })?
-            .await
-            .map_err(|e| Error::Connect { addr: node, reason: e.to_string() })?;
-        let (mut send, mut recv) =
-            conn.open_bi().await.map_err(|e| Error::Connect { addr: node, reason: e.to_string() })?;
-        let frame = wire::encode_message(&Message::Request(request))?;
-        write_frame(&mut send, &frame).await.map_err(|e| Error::Connect { addr: node, reason: e.to_string() })?;
-        let _ = send.finish();
-        let answer = match read_frame(&mut recv).await {
-            Ok(bytes) => bytes,
-            Err(ReadFrame::TooBig(e)) => return Err(Error::Wire(e)),
-            Err(ReadFrame::End | ReadFrame::Broken(_)) => {
-                return Err(Error::Connect {
-                    addr: node,
-                    reason: "the node closed the stream without answering".into(),
-                });
+    let client = tokio::time::timeout(timeout, Client::connect(node))
+        .await
+        .map_err(|_| Error::Timeout { addr: node, after: timeout })??;
+    let answer = client.request(request, timeout).await;
+    client.close().await;
+    answer
+}
+
+/// A client connection to one node: requests go on it concurrently, one
+/// stream each, and it stays open (with keep-alive) between them.
+#[derive(Debug, Clone)]
+pub struct Client {
+    node: SocketAddr,
+    endpoint: Endpoint,
+    conn: Connection,
+}
+
+impl Client {
+    /// Connects to the node at `node` (within [`HANDSHAKE_TIMEOUT`]).
+    pub async fn connect(node: SocketAddr) -> Result<Client, Error> {
+        let bind: SocketAddr = if node.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
+        let mut endpoint = Endpoint::client(bind).map_err(|source| Error::Bind { addr: bind, source })?;
+        endpoint.set_default_client_config(tls::client_config(ALPN_CLIENT)?);
+        let connecting =
+            endpoint.connect(node, SERVER_NAME).map_err(|e| Error::Connect { addr: node, reason: e.to_string() })?;
+        let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => return Err(Error::Connect { addr: node, reason: e.to_string() }),
+            Err(_) => return Err(Error::Timeout { addr: node, after: HANDSHAKE_TIMEOUT }),
+        };
+        Ok(Client { node, endpoint, conn })
+    }
+
+    /// The node's address.
+    pub fn node(&self) -> SocketAddr {
+        self.node
+    }
+
+    /// Sends one request and waits up to `timeout` for its answer.
+    pub async fn request(&self, request: wire::Request, timeout: Duration) -> Result<Response, Error> {
+        let node = self.node;
+        let broken = |e: String| Error::Connect { addr: node, reason: e };
+        let exchange = async {
+            let (mut send, mut recv) = self.conn.open_bi().await.map_err(|e| broken(e.to_string()))?;
+            let frame = wire::encode_message(&Message::Request(request))?;
+            write_frame(&mut send, &frame).await.map_err(|e| broken(e.to_string()))?;
+            let _ = send.finish();
+            let answer = match read_frame(&mut recv).await {
+                Ok(bytes) => bytes,
+                Err(ReadFrame::TooBig(e)) => return Err(Error::Wire(e)),
+                Err(ReadFrame::End | ReadFrame::Broken(_)) => {
+                    return Err(broken("the node closed the stream without answering".into()));
+                }
+            };
+            match wire::decode_frame(&answer)? {
+                wire::Frame::Message(Message::Response(response)) => Ok(response),
+                _ => Err(Error::UnexpectedAnswer),
             }
         };
-        conn.close(0u32.into(), b"done");
-        match wire::decode_frame(&answer)? {
-            wire::Frame::Message(Message::Response(response)) => Ok(response),
-            _ => Err(Error::UnexpectedAnswer),
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout { addr: node, after: timeout }),
         }
-    })
-    .await;
-    endpoint.close(0u32.into(), b"done");
-    match result {
-        Ok(result) => result,
-        Err(_) => Err(Error::Timeout { addr: node, after: timeout }),
+    }
+
+    /// Closes the connection, telling the node.
+    pub async fn close(&self) {
+        self.conn.close(0u32.into(), b"done");
+        self.endpoint.close(0u32.into(), b"done");
     }
 }

@@ -230,3 +230,161 @@ fn cli_errors_say_what_went_wrong_and_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--listen"));
 }
+
+/// A file in the temporary directory, removed when dropped.
+struct TempFile(std::path::PathBuf);
+
+impl TempFile {
+    fn new(what: &str) -> TempFile {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_nanos();
+        TempFile(std::env::temp_dir().join(format!("custody-{what}-{}-{nanos}", std::process::id())))
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().expect("a UTF-8 temporary path")
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Waits until every node agrees on one configuration of `n` members and
+/// holds the state of every range it owns.
+async fn wait_for_custody(nodes: &[SocketAddr], n: usize) {
+    let nodes = nodes.to_vec();
+    wait_for(Duration::from_secs(15), "one configuration everywhere, every range held", || {
+        let nodes = nodes.clone();
+        async move {
+            let statuses: Vec<serde_json::Value> = nodes.iter().map(|&a| status_of(a)).collect::<Option<_>>()?;
+            let first = &statuses[0];
+            statuses
+                .iter()
+                .all(|s| {
+                    s["epoch"] == first["epoch"]
+                        && s["epoch_hash"] == first["epoch_hash"]
+                        && s["members"].as_array().is_some_and(|m| m.len() == n)
+                        && s["custody"]["ranges_owned"].as_u64().is_some_and(|r| r > 0)
+                        && s["custody"]["ranges_unavailable"] == 0
+                        && s["custody"]["ranges_sealing"] == 0
+                })
+                .then_some(())
+        }
+    })
+    .await;
+}
+
+/// `custody submit ...` with `args`: exit code and stdout parsed as JSON.
+fn submit(args: &[&str]) -> (Option<i32>, serde_json::Value) {
+    let out = Command::new(BIN).arg("submit").args(args).output().expect("custody submit runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let doc = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!("submit {args:?} printed no JSON ({e}): {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr))
+    });
+    (out.status.code(), doc)
+}
+
+#[tokio::test]
+async fn a_load_over_three_processes_runs_each_task_once_and_one_at_a_time_per_resource() {
+    let log = TempFile::new("exec-log");
+    let flags = ["--profile", "fast", "--task-ms", "5", "--exec-log", log.path()];
+    let a = NodeProcess::start_with("l0", None, &flags);
+    let b = NodeProcess::start_with("l1", Some(a.addr), &flags);
+    let c = NodeProcess::start_with("l2", Some(a.addr), &flags);
+    let nodes = [a.addr, b.addr, c.addr];
+    wait_for_custody(&nodes, 3).await;
+
+    let started = std::time::Instant::now();
+    let node = a.addr.to_string();
+    let (code, summary) =
+        submit(&["--node", &node, "--count", "300", "--resources", "20", "--hot-fraction", "0.5", "--json"]);
+    eprintln!("load of 300 tasks in {:?}: {summary}", started.elapsed());
+    assert_eq!(code, Some(0), "{summary}");
+    let keys: Vec<&str> = summary.as_object().expect("an object").keys().map(String::as_str).collect();
+    let mut expected =
+        vec!["submitted", "acknowledged", "completed", "busy", "errors", "throughput_per_s", "latency_ms"];
+    expected.sort_unstable();
+    assert_eq!(keys, expected, "{summary}");
+    assert_eq!(summary["submitted"], 300, "{summary}");
+    assert_eq!(summary["completed"], 300, "{summary}");
+    assert_eq!(summary["errors"], 0, "{summary}");
+    assert!(summary["latency_ms"]["p50"].as_f64().is_some_and(|p50| p50 > 0.0), "{summary}");
+    assert!(summary["latency_ms"]["p99"].as_f64() >= summary["latency_ms"]["p50"].as_f64(), "{summary}");
+
+    // The merged execution log of the three nodes.
+    let text = std::fs::read_to_string(&log.0).expect("the execution log exists");
+    let lines: Vec<serde_json::Value> =
+        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad log line {l:?}: {e}"))).collect();
+    let mut ids = std::collections::BTreeMap::<&str, usize>::new();
+    let mut by_resource = std::collections::BTreeMap::<&str, Vec<(u64, u64, u64)>>::new();
+    let mut by_node = std::collections::BTreeSet::new();
+    for l in &lines {
+        *ids.entry(l["task_id"].as_str().expect("task_id")).or_default() += 1;
+        let (start, end) = (l["start_ns"].as_u64().expect("start_ns"), l["end_ns"].as_u64().expect("end_ns"));
+        assert!(start <= end, "{l}");
+        assert_eq!(l["attempt"], 1, "{l}");
+        by_resource.entry(l["resource"].as_str().expect("resource")).or_default().push((
+            start,
+            end,
+            l["seq"].as_u64().expect("seq"),
+        ));
+        by_node.insert(l["node"].as_str().expect("node"));
+    }
+    assert_eq!(ids.len(), 300, "distinct task ids in the log");
+    assert!(ids.iter().all(|(_, &n)| n == 1), "tasks ran more than once: {:?}", ids.iter().filter(|(_, n)| **n > 1));
+    assert_eq!(by_resource.len(), 20, "resources in the log: {:?}", by_resource.keys());
+    assert_eq!(by_resource["r0"].len(), 150, "half the tasks go to the hot resource");
+    assert!(by_node.len() >= 2, "only {by_node:?} ran tasks");
+    for (resource, runs) in &mut by_resource {
+        runs.sort_unstable();
+        for pair in runs.windows(2) {
+            let ((_, end, seq), (start, _, next_seq)) = (pair[0], pair[1]);
+            assert!(end <= start, "{resource}: seq {seq} ran until {end}, seq {next_seq} started at {start}");
+            assert!(seq < next_seq, "{resource}: seq {next_seq} started after seq {seq}");
+        }
+    }
+
+    // The status JSON has the custody counters at the top level too.
+    let executed: u64 =
+        nodes.iter().map(|&n| status_of(n).expect("status")["tasks_executed"].as_u64().expect("tasks_executed")).sum();
+    assert_eq!(executed, 300);
+}
+
+#[tokio::test]
+async fn exec_runs_a_shell_command_with_the_task_in_its_environment() {
+    let seen = TempFile::new("exec-env");
+    let command = format!(
+        "read -r payload; \
+         printf '%s %s %s %s\\n' \"$CUSTODY_RESOURCE\" \"$CUSTODY_TOKEN_SEQ\" \"$CUSTODY_ATTEMPT\" \"$payload\" >> '{}'; \
+         if [ \"$payload\" = fail ]; then echo broken >&2; exit 3; fi; \
+         echo \"ran $CUSTODY_TASK_ID\"",
+        seen.path()
+    );
+    let node = NodeProcess::start_with("x", None, &["--profile", "fast", "--exec", &command]);
+    wait_for_custody(&[node.addr], 1).await;
+    let addr = node.addr.to_string();
+
+    let (code, done) =
+        submit(&["--node", &addr, "--resource", "acct-7", "--id", "t1", "--payload", "one", "--wait", "--json"]);
+    assert_eq!(code, Some(0), "{done}");
+    assert_eq!(done["outcome"], serde_json::json!({ "ok": true, "result": "ran t1\n" }), "{done}");
+    assert_eq!(done["token"]["seq"], 1, "{done}");
+
+    let (code, done) = submit(&["--node", &addr, "--resource", "acct-7", "--payload", "fail", "--wait", "--json"]);
+    assert_eq!(code, Some(1), "a task that ran and failed exits 1: {done}");
+    let error = done["outcome"]["error"].as_str().unwrap_or_default();
+    assert!(done["outcome"]["ok"] == false && error.contains("exit status: 3") && error.contains("broken"), "{done}");
+
+    // Without --wait: accepted, then run.
+    let (code, accepted) = submit(&["--node", &addr, "--resource", "acct-7", "--payload", "three", "--json"]);
+    assert_eq!(code, Some(0), "{accepted}");
+    assert_eq!(accepted["seq"], 3, "{accepted}");
+    let (lines, _) = wait_for(Duration::from_secs(5), "the third task ran", || async {
+        let text = std::fs::read_to_string(&seen.0).unwrap_or_default();
+        (text.lines().count() == 3).then_some(text)
+    })
+    .await;
+    assert_eq!(lines, "acct-7 1 1 one\nacct-7 2 1 fail\nacct-7 3 1 three\n");
+}

@@ -44,9 +44,7 @@ use super::task::{
     QUEUED_TOTAL_MAX, RESOURCES_MAX, Task, Token, WAITERS_PER_TASK_MAX,
 };
 use super::time::Instant;
-use super::wire::{
-    Completed, CustodyInfo, PendingTask, ResourceState, Response, Submitted, TaskMsg, Transfer, Waiter,
-};
+use super::wire::{Completed, CustodyInfo, PendingTask, ResourceState, Response, Submitted, TaskMsg, Transfer, Waiter};
 
 /// Submits a gateway tracks at once (waiting for acceptance or an outcome);
 /// past it, new submits get `Busy`.
@@ -945,7 +943,8 @@ fn merge(mut pieces: Vec<Piece>) -> BTreeMap<u64, Piece> {
                     && last.role == p.role
                     && last.act_epoch == p.act_epoch
                     && last.epoch == p.epoch
-                    && Span { start: last.span.start, end: p.span.end }.width() == last.span.width() + p.span.width() =>
+                    && Span { start: last.span.start, end: p.span.end }.width()
+                        == last.span.width() + p.span.width() =>
             {
                 last.span.end = p.span.end;
             }

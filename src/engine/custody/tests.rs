@@ -126,9 +126,18 @@ fn a_hot_resource_takes_one_worker_and_the_others_keep_running() {
 #[test]
 fn a_retried_task_id_gets_its_sequence_number_and_runs_once() {
     let (mut c, _, _) = founder(1);
-    assert_eq!(submit_from(&mut c, 5, 1, task("x", "r")), TaskMsg::Accepted { req: 1, seq: 1, epoch: 1, duplicate: false });
-    assert_eq!(submit_from(&mut c, 5, 2, task("y", "r")), TaskMsg::Accepted { req: 2, seq: 2, epoch: 1, duplicate: false });
-    assert_eq!(submit_from(&mut c, 5, 3, task("x", "r")), TaskMsg::Accepted { req: 3, seq: 1, epoch: 1, duplicate: true });
+    assert_eq!(
+        submit_from(&mut c, 5, 1, task("x", "r")),
+        TaskMsg::Accepted { req: 1, seq: 1, epoch: 1, duplicate: false }
+    );
+    assert_eq!(
+        submit_from(&mut c, 5, 2, task("y", "r")),
+        TaskMsg::Accepted { req: 2, seq: 2, epoch: 1, duplicate: false }
+    );
+    assert_eq!(
+        submit_from(&mut c, 5, 3, task("x", "r")),
+        TaskMsg::Accepted { req: 3, seq: 1, epoch: 1, duplicate: true }
+    );
     assert_eq!(c.info().tasks_queued, 2);
     c.pump(T0, true);
     outputs(&mut c);
@@ -140,7 +149,10 @@ fn a_retried_task_id_gets_its_sequence_number_and_runs_once() {
     assert_eq!(
         answers,
         vec![
-            (id(5).addr, TaskMsg::Done { req: 4, task_id: "x".into(), token: Token { epoch: 1, seq: 1 }, outcome: None }),
+            (
+                id(5).addr,
+                TaskMsg::Done { req: 4, task_id: "x".into(), token: Token { epoch: 1, seq: 1 }, outcome: None }
+            ),
             (id(5).addr, TaskMsg::Accepted { req: 4, seq: 1, epoch: 1, duplicate: true }),
         ]
     );
@@ -193,10 +205,7 @@ fn a_moved_range_seals_waits_for_the_running_task_then_transfers_everything() {
     ca.pump(at(1), true);
     assert!(executions(&outputs(&mut ca)).is_empty());
     // A late submit for r at a is redirected to b.
-    assert_eq!(
-        submit_from(&mut ca, 5, 9, task("late", &r)),
-        TaskMsg::Redirect { req: 9, epoch: 2, owner: b.addr }
-    );
+    assert_eq!(submit_from(&mut ca, 5, 9, task("late", &r)), TaskMsg::Redirect { req: 9, epoch: 2, owner: b.addr });
 
     // t1 ends: the part holding r goes, with the watermark, the pending
     // tasks and the dedup entries.
@@ -226,8 +235,14 @@ fn a_moved_range_seals_waits_for_the_running_task_then_transfers_everything() {
     assert_eq!(cb.info().ranges_unavailable, 0, "every range b owns is held once the transfers are in");
     cb.pump(at(3), true);
     assert_eq!(executions(&outputs(&mut cb)), vec![("t2".to_string(), Token { epoch: 2, seq: 2 })]);
-    assert_eq!(submit_from(&mut cb, 5, 2, task("t1", &r)), TaskMsg::Accepted { req: 2, seq: 1, epoch: 2, duplicate: true });
-    assert_eq!(submit_from(&mut cb, 5, 3, task("t4", &r)), TaskMsg::Accepted { req: 3, seq: 4, epoch: 2, duplicate: false });
+    assert_eq!(
+        submit_from(&mut cb, 5, 2, task("t1", &r)),
+        TaskMsg::Accepted { req: 2, seq: 1, epoch: 2, duplicate: true }
+    );
+    assert_eq!(
+        submit_from(&mut cb, 5, 3, task("t4", &r)),
+        TaskMsg::Accepted { req: 3, seq: 4, epoch: 2, duplicate: false }
+    );
 
     // The acknowledgements free a.
     for (_, t) in &sent_transfers {
@@ -277,7 +292,10 @@ fn unacknowledged_transfers_are_resent_until_acknowledged() {
     assert_eq!(ca.next_deadline(), Some(T0 + TRANSFER_RETRY));
     ca.handle_timeout(T0 + TRANSFER_RETRY, true);
     let again = transfers(&outputs(&mut ca));
-    assert_eq!(again.iter().map(|(_, t)| t.id).collect::<Vec<_>>(), first.iter().map(|(_, t)| t.id).collect::<Vec<_>>());
+    assert_eq!(
+        again.iter().map(|(_, t)| t.id).collect::<Vec<_>>(),
+        first.iter().map(|(_, t)| t.id).collect::<Vec<_>>()
+    );
     for (_, t) in &first {
         ca.on_transfer_ack(b.addr, t.id);
     }
