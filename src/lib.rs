@@ -56,5 +56,6 @@
 pub mod engine;
 pub mod runtime;
 
-pub use engine::{Config, Configuration, Event, MemberInfo, MemberState, MemberStatus, NodeId};
-pub use runtime::{Cluster, ClusterBuilder, Error};
+pub use engine::wire::{Completed, OwnerInfo, StatusInfo, Submitted};
+pub use engine::{Config, Configuration, Event, MemberInfo, MemberState, MemberStatus, NodeId, Outcome, Task, Token};
+pub use runtime::{Cluster, ClusterBuilder, Error, ExecCtx, Handler, handler_fn};

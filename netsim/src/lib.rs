@@ -5,6 +5,8 @@
 //!   expectations. `netsim replay PLAN.json` re-runs a plan exactly.
 //! * [`scenario`]: the catalogue; a scenario and a seed expand into a plan.
 //! * [`sim`]: the event loop, the network and clock models.
+//! * [`workload`]: the simulated clients and their tasks.
+//! * [`checker`]: what the execution trace must show.
 //! * [`report`]: what a run measured and checked, as JSON.
 //!
 //! Nothing in the simulation reads a clock, spawns a thread or draws
@@ -13,10 +15,12 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod checker;
 pub mod plan;
 pub mod report;
 pub mod scenario;
 pub mod sim;
+pub mod workload;
 
 use plan::Plan;
 use report::Report;

@@ -323,6 +323,37 @@ fn print_report(report: &Report, replay: &str) {
         "  membership: {} up, {} down, {} false downs ({} at high loss), converged {converge} after the last fault",
         m.member_up, m.member_down, m.false_suspicions, m.false_suspicions_at_high_loss
     );
+    if report.fault_plan.tasks.is_some() {
+        let t = &report.tasks;
+        let latency = t.latency.map_or("-".to_string(), |l| {
+            format!("latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms", l.p50_ms, l.p99_ms, l.max_ms)
+        });
+        println!(
+            "  tasks: {} submitted, {} completed, {} executed ({} executions, {} duplicates); retries: {} unavailable, \
+             {} busy, {} reset; {} gave up, {} rejected; {latency}",
+            t.submitted,
+            t.completed,
+            t.executed,
+            t.executions,
+            t.duplicate_executions,
+            t.unavailable_retries,
+            t.busy_retries,
+            t.reset_retries,
+            t.gave_up,
+            t.rejected
+        );
+    }
+    let h = &report.handoffs;
+    let since = h.since_first_fault.map_or(String::new(), |m| {
+        format!(
+            " (from the first fault on: {} range transfers, {} resources, {} tasks)",
+            m.range_transfers, m.resources_moved, m.tasks_moved
+        )
+    });
+    println!(
+        "  handoffs: {} range transfers, {} resources moved, {} tasks moved, {} in doubt{since}",
+        h.range_transfers, h.resources_moved, h.tasks_moved, h.transfers_in_doubt
+    );
     let f = &report.faults_injected;
     println!(
         "  injected: {} dropped, {} duplicated, {} reordered, {} partition-dropped, {} stream frames reset, {} crashes, {} pauses",
@@ -347,6 +378,8 @@ struct SweepLine {
     false_suspicions: u64,
     epochs_committed: u64,
     consensus_instances: u64,
+    tasks: netsim::report::Tasks,
+    handoffs: netsim::report::Handoffs,
     first_failure: Option<String>,
     replay: Option<String>,
 }
@@ -443,6 +476,8 @@ fn sweep(
             false_suspicions: report.membership.false_suspicions,
             epochs_committed: report.epochs.epochs_committed,
             consensus_instances: report.epochs.consensus_instances,
+            tasks: report.tasks,
+            handoffs: report.handoffs,
             first_failure: report.first_failure().map(|c| format!("{}: {}", c.name, c.detail)),
             replay,
         });
@@ -461,6 +496,45 @@ fn sweep(
             s.name,
             mine.len()
         );
+        let spread = |f: &dyn Fn(&Report) -> u64| {
+            let values: Vec<u64> = mine.iter().map(|r| f(r)).collect();
+            let (min, max) = (values.iter().min().copied().unwrap_or(0), values.iter().max().copied().unwrap_or(0));
+            let mean = values.iter().sum::<u64>() as f64 / values.len().max(1) as f64;
+            format!("{min}–{max} (mean {mean:.1})")
+        };
+        if mine.iter().any(|r| r.handoffs.range_transfers > 0) {
+            println!(
+                "{:<18} handoffs per run: range transfers {}, resources moved {}, tasks moved {}, in doubt {}",
+                "",
+                spread(&|r| r.handoffs.range_transfers),
+                spread(&|r| r.handoffs.resources_moved),
+                spread(&|r| r.handoffs.tasks_moved),
+                spread(&|r| r.handoffs.transfers_in_doubt)
+            );
+            if mine.iter().any(|r| r.handoffs.since_first_fault.is_some()) {
+                println!(
+                    "{:<18} from the first fault on: range transfers {}, resources moved {}, tasks moved {}",
+                    "",
+                    spread(&|r| r.handoffs.since_first_fault.map_or(0, |m| m.range_transfers)),
+                    spread(&|r| r.handoffs.since_first_fault.map_or(0, |m| m.resources_moved)),
+                    spread(&|r| r.handoffs.since_first_fault.map_or(0, |m| m.tasks_moved))
+                );
+            }
+        }
+        if mine.iter().any(|r| r.fault_plan.tasks.is_some()) {
+            let sum = |f: &dyn Fn(&Report) -> u64| mine.iter().map(|r| f(r)).sum::<u64>();
+            println!(
+                "{:<18} tasks in all runs: {} submitted, {} completed, {} duplicate executions, \
+                 {} unavailable retries, {} reset retries, {} gave up",
+                "",
+                sum(&|r| r.tasks.submitted),
+                sum(&|r| r.tasks.completed),
+                sum(&|r| r.tasks.duplicate_executions),
+                sum(&|r| r.tasks.unavailable_retries),
+                sum(&|r| r.tasks.reset_retries),
+                sum(&|r| r.tasks.gave_up)
+            );
+        }
     }
     let passed = reports.iter().filter(|r| r.verdict() == Verdict::Pass).count();
     let summary = SweepSummary {

@@ -29,8 +29,81 @@ pub struct Plan {
     pub clocks: Vec<ClockSpec>,
     /// Faults, in time order.
     pub faults: Vec<TimedFault>,
+    /// Tasks the simulated clients submit; `None`: no tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<Workload>,
     /// What must hold.
     pub expect: Expect,
+}
+
+/// Tasks submitted by simulated clients, generated as they arrive (never
+/// all up front).
+///
+/// Task `k` is named `t{k}` and targets a resource `r{j}` drawn uniformly
+/// from `0..resources`. Each goes, with `wait`, to a random running node
+/// that knows a configuration. A client answered `Busy` or `Unavailable`
+/// retries after `retry_ms` with the same task id (submits are idempotent),
+/// and so does a client whose node stopped before answering; past
+/// `max_attempts` submits it gives up.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Workload {
+    /// Tasks in all.
+    pub count: u64,
+    /// Resources they spread over.
+    pub resources: u64,
+    /// Arrivals per simulated second.
+    pub rate: f64,
+    /// How arrivals are spaced.
+    pub arrivals: Arrivals,
+    /// How long every task runs, in milliseconds of true time (at most the
+    /// configuration's `d_max`).
+    pub task_ms: u64,
+    /// When the first task arrives, in simulated milliseconds.
+    pub start_at_ms: u64,
+    /// How long a client waits before submitting again, in milliseconds.
+    pub retry_ms: u64,
+    /// Submits of one task at most, the first included.
+    pub max_attempts: u32,
+}
+
+/// How a workload's arrivals are spaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Arrivals {
+    /// Exactly `1/rate` apart.
+    Even,
+    /// A Poisson process: exponential gaps of mean `1/rate`, drawn from the
+    /// run's seed.
+    Poisson,
+}
+
+impl Workload {
+    /// When the last arrival is due (even spacing; the Poisson process ends
+    /// around then), in simulated milliseconds.
+    pub fn nominal_end_ms(&self) -> u64 {
+        self.start_at_ms + (self.count as f64 * 1000.0 / self.rate) as u64
+    }
+
+    /// Checks counts, rate and timings against the run.
+    pub fn validate(&self, config: &Config, duration_ms: u64) -> Result<(), String> {
+        if self.resources == 0 {
+            return Err("a workload needs at least one resource".into());
+        }
+        if !(self.rate.is_finite() && self.rate > 0.0 && self.rate <= 1e6) {
+            return Err(format!("task rate {} per second is outside (0, 10⁶]", self.rate));
+        }
+        let d_max_ms = u64::try_from(config.d_max.as_millis()).unwrap_or(u64::MAX);
+        if self.task_ms > d_max_ms {
+            return Err(format!("tasks of {} ms outlast d_max ({d_max_ms} ms)", self.task_ms));
+        }
+        if self.start_at_ms > duration_ms {
+            return Err(format!("the workload starts at {} ms, after the end ({duration_ms} ms)", self.start_at_ms));
+        }
+        if self.retry_ms == 0 || self.max_attempts == 0 {
+            return Err("a workload needs retry_ms ≥ 1 and max_attempts ≥ 1".into());
+        }
+        Ok(())
+    }
 }
 
 /// A node's clock: `local = offset + t·(1 + drift_ppm/10⁶)` for true time `t`.
@@ -231,6 +304,23 @@ pub struct Expect {
     /// (the batching check).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epochs_after: Option<(u64, u64)>,
+    /// With a workload: what its tasks must show beyond the checks every
+    /// run with tasks gets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<TaskExpect>,
+}
+
+/// What a workload's tasks must show. Every run with tasks also checks that
+/// every task ran at least once, that executions of one resource never
+/// overlap in true time, that tokens and sequence numbers of one resource
+/// increase in start order, and that every acknowledged task ran.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskExpect {
+    /// Every submitted task completes: its client is answered `Completed`.
+    pub all_complete: bool,
+    /// No task runs twice. Duplicates are allowed only across a crash, so
+    /// this holds in runs without one (otherwise they are reported only).
+    pub exactly_once: bool,
 }
 
 impl Plan {
@@ -273,11 +363,26 @@ impl Plan {
         if last > self.duration_ms {
             return Err(format!("a fault at {last} ms lies after the end ({} ms)", self.duration_ms));
         }
+        if let Some(w) = &self.tasks {
+            w.validate(&self.config, self.duration_ms)?;
+        }
         Ok(())
     }
 
     /// When the last fault happens: from then on the run must converge.
     pub fn settle_at_ms(&self) -> u64 {
         self.faults.last().map_or(0, |f| f.at_ms)
+    }
+
+    /// Whether custody may be lost in this run: a node crashes, or a fault
+    /// may get a live node removed as if it had crashed (a pause, a
+    /// partition). Only then may a task run twice.
+    pub fn may_lose_custody(&self) -> bool {
+        self.faults.iter().any(|f| {
+            matches!(
+                f.fault,
+                Fault::Crash { .. } | Fault::Restart { .. } | Fault::Pause { .. } | Fault::Partition { .. }
+            )
+        })
     }
 }

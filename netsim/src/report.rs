@@ -35,6 +35,11 @@ pub struct Report {
     pub traffic: Traffic,
     /// The epoch store: the only consensus in the system.
     pub epochs: Epochs,
+    /// Tasks the simulated clients submitted and the nodes ran (all zero
+    /// without a workload).
+    pub tasks: Tasks,
+    /// Custody handoffs, summed over every node, stopped ones included.
+    pub handoffs: Handoffs,
     /// Each check and its outcome.
     pub checks: Vec<Check>,
     /// `"pass"` or `"fail"`.
@@ -107,6 +112,81 @@ pub struct Traffic {
     pub datagram_bytes: u64,
     /// Stream frames sent.
     pub frames: u64,
+}
+
+/// What happened to the workload's tasks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Tasks {
+    /// Tasks that arrived and were submitted.
+    pub submitted: u64,
+    /// Tasks whose client was answered `Completed`.
+    pub completed: u64,
+    /// Distinct tasks that ran at least once.
+    pub executed: u64,
+    /// Executions started, duplicates included.
+    pub executions: u64,
+    /// Executions beyond the first of their task.
+    pub duplicate_executions: u64,
+    /// Submits retried after an `Unavailable` answer.
+    pub unavailable_retries: u64,
+    /// Submits retried after a `Busy` answer.
+    pub busy_retries: u64,
+    /// Submits retried because the node stopped before answering.
+    pub reset_retries: u64,
+    /// Submits retried because no node could be asked.
+    pub no_node_retries: u64,
+    /// Tasks given up after the workload's `max_attempts` submits.
+    pub gave_up: u64,
+    /// Tasks answered with an error.
+    pub rejected: u64,
+    /// Submit requests sent, retries included.
+    pub requests: u64,
+    /// From a task's arrival to its `Completed` answer, over completed
+    /// tasks; `null` if none completed.
+    pub latency: Option<Latency>,
+}
+
+/// Latency percentiles, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    /// Median.
+    pub p50_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Longest.
+    pub max_ms: f64,
+}
+
+/// Custody moving between nodes, summed over every node of the run (a
+/// node's counters are kept when it stops).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handoffs {
+    /// Transfers received (first copies): parts of the ring that moved.
+    pub range_transfers: u64,
+    /// Resources received by transfers.
+    pub resources_moved: u64,
+    /// Pending tasks received by transfers.
+    pub tasks_moved: u64,
+    /// Transfers acknowledged to their senders.
+    pub transfers_acked: u64,
+    /// Transfers whose receiver was removed before acknowledging.
+    pub transfers_in_doubt: u64,
+    /// What moved from the first fault on: the membership changes' share,
+    /// without the formation's (the founder hands off most of the circle
+    /// when the formed cluster's first epoch admits the others). `null`
+    /// without faults.
+    pub since_first_fault: Option<Moved>,
+}
+
+/// Custody moved over part of a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Moved {
+    /// Transfers received.
+    pub range_transfers: u64,
+    /// Resources received by transfers.
+    pub resources_moved: u64,
+    /// Pending tasks received by transfers.
+    pub tasks_moved: u64,
 }
 
 /// One check.

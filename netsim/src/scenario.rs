@@ -8,7 +8,9 @@ use custody::Config;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 
-use crate::plan::{ClockSpec, Expect, Fault, Latency, LinkModel, NetModel, Plan, TimedFault};
+use crate::plan::{
+    Arrivals, ClockSpec, Expect, Fault, Latency, LinkModel, NetModel, Plan, TaskExpect, TimedFault, Workload,
+};
 
 /// A scenario in the catalogue.
 #[derive(Debug, Clone, Copy)]
@@ -33,7 +35,8 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "join-wave",
-        about: "10% formed; the rest join in waves of 1 node, 10%, then all the others at once",
+        about: "10% formed; the rest join in waves of 1 node, 10%, then all the others at once; tasks flow \
+                throughout",
         min_duration_s: 40,
         build: join_wave,
     },
@@ -64,7 +67,7 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "graceful-leave",
-        about: "10% of the nodes leave one after another from 20 s",
+        about: "10% of the nodes leave one after another from 20 s; tasks flow throughout",
         min_duration_s: 40,
         build: graceful_leave,
     },
@@ -149,7 +152,13 @@ impl Scenario {
                 formed: params.nodes,
                 clocks,
                 faults: Vec::new(),
-                expect: Expect { converge_within_ms: 15_000, no_false_down_at_loss_max: 0.05, epochs_after: None },
+                tasks: None,
+                expect: Expect {
+                    converge_within_ms: 15_000,
+                    no_false_down_at_loss_max: 0.05,
+                    epochs_after: None,
+                    tasks: None,
+                },
             },
         };
         (self.build)(&mut b);
@@ -187,7 +196,32 @@ impl Builder {
     fn tenth(&self) -> usize {
         (self.n / 10).max(1)
     }
+
+    /// A steady stream of tasks ([`TASKS`] over [`TASK_RESOURCES`]
+    /// resources, Poisson arrivals) from `from_ms` to `until_ms` (kept 5 s
+    /// before the end), which must all complete, and each run once unless
+    /// the plan may lose custody. Call it after the faults are in.
+    fn steady_tasks(&mut self, from_ms: u64, until_ms: u64) {
+        let until_ms = until_ms.min(self.plan.duration_ms.saturating_sub(5_000)).max(from_ms + 1_000);
+        self.plan.tasks = Some(Workload {
+            count: TASKS,
+            resources: TASK_RESOURCES,
+            rate: TASKS as f64 * 1000.0 / (until_ms - from_ms) as f64,
+            arrivals: Arrivals::Poisson,
+            task_ms: 50,
+            start_at_ms: from_ms,
+            retry_ms: 200,
+            max_attempts: 20,
+        });
+        let exactly_once = !self.plan.may_lose_custody();
+        self.plan.expect.tasks = Some(TaskExpect { all_complete: true, exactly_once });
+    }
 }
+
+/// Tasks of the scenarios that run a workload.
+pub const TASKS: u64 = 3_000;
+/// Resources those tasks spread over.
+pub const TASK_RESOURCES: u64 = 300;
 
 fn steady(b: &mut Builder) {
     b.plan.expect.converge_within_ms = 0;
@@ -207,6 +241,8 @@ fn join_wave(b: &mut Builder) {
         next = (next + size).min(b.n);
     }
     b.plan.expect.converge_within_ms = 10_000;
+    // From before the first wave until well after the last.
+    b.steady_tasks(2_000, 35_000);
 }
 
 fn join_storm(b: &mut Builder) {
@@ -256,10 +292,13 @@ fn crash_leader(b: &mut Builder) {
 
 fn graceful_leave(b: &mut Builder) {
     let leavers = b.pick(b.tenth());
+    let count = leavers.len() as u64;
     for (k, node) in leavers.into_iter().enumerate() {
         b.at(20_000 + 1_000 * k as u64, Fault::Leave { node });
     }
     b.plan.expect.converge_within_ms = 2_000;
+    // From 10 s before the first leave until 10 s after the last.
+    b.steady_tasks(10_000, 20_000 + 1_000 * count + 10_000);
 }
 
 fn partition_halves(b: &mut Builder) {

@@ -4,7 +4,7 @@
 use custody::Config;
 use netsim::plan::Plan;
 use netsim::report::Verdict;
-use netsim::scenario::{Params, SCENARIOS};
+use netsim::scenario::{Params, SCENARIOS, TASK_RESOURCES, TASKS};
 
 const NODES: usize = 20;
 const SEEDS: std::ops::RangeInclusive<u64> = 1..=3;
@@ -34,6 +34,47 @@ fn every_scenario_passes_a_fixed_seed_range() {
 }
 
 #[test]
+fn tasks_flow_through_leaves_and_joins_each_completed_exactly_once() {
+    for name in ["graceful-leave", "join-wave"] {
+        let scenario = netsim::scenario::find(name).expect("exists");
+        for seed in SEEDS {
+            let plan = scenario.plan(&params(seed)).expect("valid");
+            let workload = plan.tasks.expect("a workload");
+            assert_eq!((workload.count, workload.resources), (TASKS, TASK_RESOURCES));
+            let expect = plan.expect.tasks.expect("task expectations");
+            assert!(expect.all_complete && expect.exactly_once, "{name}: the verdict must demand both");
+            let report = netsim::run_plan(plan);
+            let replay = format!("netsim run --scenario {name} --seed {seed} --nodes {NODES} --duration 120s");
+            let t = &report.tasks;
+            assert_eq!(t.submitted, TASKS, "{replay}");
+            assert_eq!(t.completed, TASKS, "{replay}: {t:?}");
+            assert_eq!(t.executed, TASKS, "{replay}: {t:?}");
+            assert_eq!(t.duplicate_executions, 0, "{replay}: {t:?}");
+            assert_eq!(t.executions, TASKS, "{replay}: {t:?}");
+            assert_eq!((t.gave_up, t.rejected), (0, 0), "{replay}: {t:?}");
+            let h = &report.handoffs;
+            assert!(h.range_transfers > 0 && h.resources_moved > 0, "{replay}: custody moved with tasks: {h:?}");
+            assert_eq!(h.transfers_in_doubt, 0, "{replay}: graceful handoffs are never in doubt");
+            for check in [
+                "every submitted task ran at least once",
+                "no task ran twice",
+                "every task arrived and completed",
+                "executions of one resource never overlap in true time",
+                "tokens and sequence numbers of one resource strictly increase in start order",
+            ] {
+                let found = report.checks.iter().find(|c| c.name == check);
+                assert!(found.is_some_and(|c| c.ok), "{replay}: {check}: {found:?}");
+            }
+            assert_eq!(report.verdict(), Verdict::Pass, "{replay}: {:?}", report.first_failure());
+        }
+    }
+    // Without a workload nothing runs, and the report says so.
+    let steady = netsim::run_plan(netsim::scenario::find("steady").expect("exists").plan(&params(1)).expect("valid"));
+    assert_eq!(steady.tasks, Default::default());
+    assert!(!steady.checks.iter().any(|c| c.name.contains("task")));
+}
+
+#[test]
 fn faults_are_actually_injected() {
     let run = |name: &str| {
         let scenario = netsim::scenario::find(name).expect("exists");
@@ -57,7 +98,7 @@ fn faults_are_actually_injected() {
 
 #[test]
 fn the_same_plan_gives_the_same_trace_and_a_replayed_plan_too() {
-    for name in ["crash-restart", "lossy-net", "flapping"] {
+    for name in ["crash-restart", "lossy-net", "flapping", "graceful-leave"] {
         let scenario = netsim::scenario::find(name).expect("exists");
         let plan = scenario.plan(&params(7)).expect("valid");
         let first = netsim::run_plan(plan.clone());
@@ -100,6 +141,8 @@ fn the_report_has_the_documented_keys() {
         "checks",
         "result",
         "trace_hash",
+        "tasks",
+        "handoffs",
     ] {
         assert!(json.get(key).is_some(), "missing {key}");
     }
@@ -109,6 +152,13 @@ fn the_report_has_the_documented_keys() {
     for key in ["member_down", "member_up", "false_suspicions", "converge_ms"] {
         assert!(json["membership"].get(key).is_some(), "missing membership.{key}");
     }
+    for key in ["submitted", "completed", "executed", "duplicate_executions", "unavailable_retries"] {
+        assert!(json["tasks"].get(key).is_some_and(|v| v.is_u64()), "missing tasks.{key}");
+    }
+    for key in ["range_transfers", "resources_moved", "tasks_moved"] {
+        assert!(json["handoffs"].get(key).is_some_and(|v| v.is_u64()), "missing handoffs.{key}");
+    }
+    assert!(json["fault_plan"]["tasks"].is_object(), "graceful-leave runs a workload");
     assert_eq!(json["result"], "pass");
     assert!(json["checks"].as_array().is_some_and(|c| c.iter().all(|c| c["ok"] == true && c["name"].is_string())));
 }

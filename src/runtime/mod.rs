@@ -368,6 +368,29 @@ impl Cluster {
         }
     }
 
+    /// Waits until this node can serve as a custodian: it is an active
+    /// member of a committed configuration, holds a lease, and holds the
+    /// state of every range it owns (no handoff to it is still on its way).
+    /// Returns its status then, or [`Error::Timeout`] after `limit`.
+    pub async fn ready(&self, limit: Duration) -> Result<StatusInfo, Error> {
+        let give_up = tokio::time::Instant::now() + limit;
+        loop {
+            let status = self.status().await?;
+            let member = status.members.iter().any(|m| {
+                m.addr == self.id.addr
+                    && m.incarnation == self.id.incarnation
+                    && m.status == crate::MemberStatus::Active
+            });
+            if member && status.lease_remaining_ms > 0 && status.custody.ranges_unavailable == 0 {
+                return Ok(status);
+            }
+            if tokio::time::Instant::now() >= give_up {
+                return Err(Error::Timeout { addr: self.id.addr, after: limit });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The node's counters.
     pub async fn stats(&self) -> Result<Stats, Error> {
         self.ask(DriverCommand::Stats).await
@@ -583,7 +606,13 @@ impl Driver {
                 Output::ClosePeer(addr) => self.transport.close_peer(addr),
                 Output::Execute(execution) => self.execute(execution),
                 Output::Event(event) => {
-                    log_event(&event);
+                    let alone = self.node.configuration().is_some_and(|c| c.members.len() == 1);
+                    if event == Event::Isolated && alone {
+                        // The others left: nobody to miss.
+                        tracing::info!("no other member left in the configuration");
+                    } else {
+                        log_event(&event);
+                    }
                     let _ = self.events.send(event);
                 }
             }
