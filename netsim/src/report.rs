@@ -161,12 +161,16 @@ pub struct Latency {
 /// node's counters are kept when it stops).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Handoffs {
-    /// Transfers received (first copies): parts of the ring that moved.
+    /// Parts of the ring (arcs between two ring points, or pieces of them)
+    /// received by transfers.
     pub range_transfers: u64,
     /// Resources received by transfers.
     pub resources_moved: u64,
     /// Pending tasks received by transfers.
     pub tasks_moved: u64,
+    /// Transfer messages received (first copies): one per receiver and
+    /// epoch, more when the state is large.
+    pub transfer_messages: u64,
     /// Transfers acknowledged to their senders.
     pub transfers_acked: u64,
     /// Transfers whose receiver was removed before acknowledging.
@@ -181,7 +185,7 @@ pub struct Handoffs {
 /// Custody moved over part of a run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Moved {
-    /// Transfers received.
+    /// Parts of the ring received by transfers.
     pub range_transfers: u64,
     /// Resources received by transfers.
     pub resources_moved: u64,

@@ -1177,7 +1177,8 @@ impl Finished {
 
 /// Adds one engine's custody counters to the handoff totals.
 fn add_custody(sum: &mut Handoffs, stats: CustodyStats) {
-    sum.range_transfers += stats.transfers_received;
+    sum.range_transfers += stats.ranges_received;
+    sum.transfer_messages += stats.transfers_received;
     sum.resources_moved += stats.resources_received;
     sum.tasks_moved += stats.tasks_received;
     sum.transfers_acked += stats.transfers_sent;

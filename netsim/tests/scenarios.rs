@@ -162,3 +162,19 @@ fn the_report_has_the_documented_keys() {
     assert_eq!(json["result"], "pass");
     assert!(json["checks"].as_array().is_some_and(|c| c.iter().all(|c| c["ok"] == true && c["name"].is_string())));
 }
+
+/// Plans that once failed, kept as they were saved (`netsim-failures/`):
+/// each must pass now. Replay one with `netsim replay FILE`.
+#[test]
+fn saved_failures_stay_fixed() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions");
+    let mut files: Vec<_> =
+        std::fs::read_dir(&dir).expect("the regressions folder").map(|e| e.unwrap().path()).collect();
+    files.sort();
+    assert!(!files.is_empty());
+    for file in files {
+        let plan: Plan = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).expect("a plan");
+        let report = netsim::run_plan(plan);
+        assert_eq!(report.verdict(), Verdict::Pass, "netsim replay {}: {:?}", file.display(), report.first_failure());
+    }
+}

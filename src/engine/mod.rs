@@ -753,7 +753,7 @@ impl Node {
                 self.custody.on_submit(from, req, task, wait, lease_ok, self.now);
             }
             TaskMsg::Transfer(transfer) => self.custody.on_transfer(from, transfer, self.now),
-            TaskMsg::TransferAck { id } => self.custody.on_transfer_ack(from, id),
+            TaskMsg::TransferAck { id } => self.custody.on_transfer_ack(from, id, self.now),
             answer => self.custody.on_answer(from, answer, self.now, lease_ok),
         }
     }

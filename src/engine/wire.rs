@@ -178,8 +178,8 @@ pub enum TaskMsg {
         /// request and its outcome is no longer kept.
         outcome: Option<Outcome>,
     },
-    /// A sealed part of the hash space with the state of every resource in
-    /// it: custody moves to the receiver.
+    /// Sealed parts of the hash space with the state of every resource in
+    /// them: custody moves to the receiver.
     Transfer(Transfer),
     /// The receiver holds the transferred state; the sender may forget it.
     TransferAck {
@@ -197,14 +197,14 @@ pub struct Transfer {
     pub from_incarnation: u64,
     /// The receiver's incarnation: another life at its address ignores it.
     pub to_incarnation: u64,
-    /// The epoch whose ring gives this part to the receiver.
+    /// The epoch whose ring gives these parts to the receiver.
     pub epoch: u64,
-    /// The part of the hash space.
-    pub span: Span,
+    /// The parts of the hash space.
+    pub spans: Vec<Span>,
     /// The sender's lowest transfer id not acknowledged yet: the receiver may
     /// forget the ids below it.
     pub unacked_floor: u64,
-    /// Every resource in `span` that has state.
+    /// Every resource in `spans` that has state.
     pub resources: Vec<ResourceState>,
 }
 
@@ -222,8 +222,9 @@ pub struct ResourceState {
     pub token_floor: u64,
     /// Accepted tasks that have not run, in sequence order.
     pub pending: Vec<PendingTask>,
-    /// Recent task ids and their sequence numbers, oldest first.
-    pub dedup: Vec<(String, u64)>,
+    /// Recent task ids, oldest first: `(id, seq, epoch of the token it ran
+    /// with, 0 until it ran)`.
+    pub dedup: Vec<(String, u64, u64)>,
 }
 
 /// An accepted task waiting to run.

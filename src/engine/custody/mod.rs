@@ -59,6 +59,13 @@ pub const OUTCOME_TIMEOUT: Duration = Duration::from_secs(600);
 pub const SUBMIT_RETRY_MIN: Duration = Duration::from_millis(20);
 /// Longest retry delay of a submit.
 pub const SUBMIT_RETRY_MAX: Duration = Duration::from_millis(500);
+/// A gateway waiting for an accepted task's outcome asks its custodian
+/// again after this (doubling up to [`OUTCOME_POLL_MAX`]): an answer lost
+/// with a connection is sent again, and a task whose custodian moved is
+/// followed.
+pub const OUTCOME_POLL_MIN: Duration = Duration::from_secs(1);
+/// Longest interval between two asks for an outcome.
+pub const OUTCOME_POLL_MAX: Duration = Duration::from_secs(30);
 /// Redirects one submit follows before it waits for its gateway to learn
 /// the newer epoch.
 pub const REDIRECTS_MAX: u32 = 2;
@@ -112,6 +119,8 @@ pub struct CustodyStats {
     pub transfers_sent: u64,
     /// Transfers received (first copies).
     pub transfers_received: u64,
+    /// Parts of the ring received by transfers.
+    pub ranges_received: u64,
     /// Resources received by transfers.
     pub resources_received: u64,
     /// Pending tasks received by transfers.
@@ -169,7 +178,9 @@ struct Res {
     last_seq: u64,
     executed: u64,
     token_floor: u64,
-    dedup: VecDeque<(String, u64)>,
+    /// Recent task ids: `(id, seq, epoch of the token it ran with, 0 until
+    /// it ran)`, in sequence order.
+    dedup: VecDeque<(String, u64, u64)>,
     /// Whether the key is in the runnable queue.
     scheduled: bool,
 }
@@ -191,8 +202,8 @@ struct Pending {
     wait: bool,
     /// Answer "unavailable" (not yet accepted) or "unknown" (accepted) then.
     deadline: Instant,
-    /// Send the submit (again) then; `None` while accepted and waiting for
-    /// the outcome.
+    /// Send the submit (again) then: a retry before it is accepted, a
+    /// reminder after.
     retry_at: Option<Instant>,
     backoff: Duration,
     redirects: u32,
@@ -217,6 +228,8 @@ pub(crate) struct Custody {
     runnable: VecDeque<Key>,
     running: usize,
     outgoing: BTreeMap<u64, Outgoing>,
+    /// Sealed parts wait for room among the outgoing transfers.
+    held_back: bool,
     next_transfer: u64,
     /// Transfer ids taken, per sender life.
     received: BTreeMap<(SocketAddr, u64), BTreeSet<u64>>,
@@ -241,6 +254,7 @@ impl Custody {
             runnable: VecDeque::new(),
             running: 0,
             outgoing: BTreeMap::new(),
+            held_back: false,
             next_transfer: 1,
             received: BTreeMap::new(),
             gateway: BTreeMap::new(),
@@ -304,7 +318,7 @@ impl Custody {
             if !o.in_doubt && !config.contains(&o.to) {
                 o.in_doubt = true;
                 self.stats.transfers_in_doubt += 1;
-                tracing::warn!(to = %o.to, span = %o.message.span, "handoff receiver removed before acknowledging");
+                tracing::warn!(to = %o.to, parts = o.message.spans.len(), "handoff receiver removed before acknowledging");
             }
         }
         self.received.retain(|(addr, inc), _| config.member(*addr).is_some_and(|m| m.id.incarnation == *inc));
@@ -396,7 +410,8 @@ impl Custody {
         let Some(p) = self.gateway.get_mut(&req) else { return };
         let owner = to.or_else(|| self.ring.as_ref().and_then(|r| r.owner(&p.task.resource)).map(|o| o.addr));
         p.retry_at = Some(now + p.backoff);
-        p.backoff = (p.backoff * 2).min(SUBMIT_RETRY_MAX);
+        let cap = if p.accepted.is_some() { OUTCOME_POLL_MAX } else { SUBMIT_RETRY_MAX };
+        p.backoff = (p.backoff * 2).min(cap);
         let Some(owner) = owner else { return };
         p.custodian = Some(owner);
         if owner == self.me.addr {
@@ -434,10 +449,13 @@ impl Custody {
                 duplicate,
             }),
             TaskMsg::Accepted { seq, .. } => {
+                if p.accepted.is_none() {
+                    p.deadline = now + OUTCOME_TIMEOUT;
+                    p.retry_at = Some(now + OUTCOME_POLL_MIN);
+                    p.backoff = OUTCOME_POLL_MIN * 2;
+                }
                 p.accepted = Some(seq);
                 p.custodian = Some(from);
-                p.retry_at = None;
-                p.deadline = now + OUTCOME_TIMEOUT;
                 return;
             }
             TaskMsg::Done { task_id, token, outcome, .. } => {
@@ -456,7 +474,7 @@ impl Custody {
                 // Follow a redirect to a newer epoch's custodian, a bounded
                 // number of times; otherwise the custodian is behind, or we
                 // go round: retry at the backoff, by the latest epoch then.
-                if p.accepted.is_none() && epoch > self.epoch && p.redirects < REDIRECTS_MAX && owner != from {
+                if epoch > self.epoch && p.redirects < REDIRECTS_MAX && owner != from {
                     p.redirects += 1;
                     self.route(req, Some(owner), now, lease_ok);
                 }
@@ -466,6 +484,9 @@ impl Custody {
                 self.stats.submits_not_ready += 1;
                 return;
             }
+            // A reminder about an accepted task is answered "busy" only if
+            // its custodian lost it and has no room: keep waiting.
+            TaskMsg::Busy { .. } if p.accepted.is_some() => return,
             TaskMsg::Busy { .. } => {
                 self.stats.submits_busy += 1;
                 Response::Busy
@@ -524,23 +545,19 @@ impl Custody {
         let key: Key = (point, task.resource.clone());
         let epoch = self.epoch;
         if let Some(res) = self.resources.get_mut(&key)
-            && let Some(&(_, seq)) = res.dedup.iter().rev().find(|(id, _)| *id == task.id)
+            && let Some(&(_, seq, ran_at)) = res.dedup.iter().rev().find(|(id, _, _)| *id == task.id)
         {
             // A retry: same sequence number, nothing queued again.
             if let Some(w) = waiter {
                 if seq <= res.executed && res.running.as_ref().is_none_or(|r| r.seq != seq) {
-                    let token = Token { epoch: res.token_floor, seq };
+                    let token = Token { epoch: ran_at, seq };
                     let done = TaskMsg::Done { req: w.req, task_id: task.id, token, outcome: None };
                     self.deliver(w, done, now);
                     return TaskMsg::Accepted { req: 0, seq, epoch, duplicate: true };
                 } else if let Some(r) = res.running.as_mut().filter(|r| r.seq == seq) {
-                    if r.waiters.len() < WAITERS_PER_TASK_MAX {
-                        r.waiters.push(w);
-                    }
-                } else if let Some(t) = res.queue.iter_mut().find(|t| t.seq == seq)
-                    && t.waiters.len() < WAITERS_PER_TASK_MAX
-                {
-                    t.waiters.push(w);
+                    add_waiter(&mut r.waiters, w);
+                } else if let Some(t) = res.queue.iter_mut().find(|t| t.seq == seq) {
+                    add_waiter(&mut t.waiters, w);
                 }
             }
             return TaskMsg::Accepted { req: 0, seq, epoch, duplicate: true };
@@ -561,7 +578,7 @@ impl Custody {
         let res = self.resources.entry(key.clone()).or_default();
         res.last_seq += 1;
         let seq = res.last_seq;
-        res.dedup.push_back((task.id.clone(), seq));
+        res.dedup.push_back((task.id.clone(), seq, 0));
         if res.dedup.len() > DEDUP_PER_RESOURCE_MAX {
             res.dedup.pop_front();
         }
@@ -631,6 +648,9 @@ impl Custody {
         };
         let res = self.resources.get_mut(&key).expect("just found");
         res.executed = res.executed.max(seq);
+        if let Ok(i) = res.dedup.binary_search_by_key(&seq, |&(_, s, _)| s) {
+            res.dedup[i].2 = res.token_floor;
+        }
         self.running -= 1;
         self.stats.tasks_executed += 1;
         let token = Token { epoch: res.token_floor, seq };
@@ -648,58 +668,76 @@ impl Custody {
 
     // ---- handoff ------------------------------------------------------------------
 
-    /// Sends every sealing piece with nothing running.
+    /// Sends every sealing piece with nothing running: one transfer (cut
+    /// into chunks by size) per receiver and epoch.
     fn send_sealed(&mut self, now: Instant) {
-        let ready: Vec<u64> = self
-            .pieces
-            .iter()
-            .filter(|(_, p)| matches!(p.role, Role::Sealing { .. }))
-            .filter(|(_, p)| keys_in(&self.resources, p.span).iter().all(|k| self.resources[k].running.is_none()))
-            .map(|(&end, _)| end)
-            .collect();
-        for end in ready {
-            if self.outgoing.len() >= TRANSFERS_OUTSTANDING_MAX {
+        if self.outgoing.len() >= TRANSFERS_OUTSTANDING_MAX {
+            if !self.held_back {
                 tracing::warn!("{TRANSFERS_OUTSTANDING_MAX} transfers unacknowledged; sealed parts wait");
-                break;
             }
-            let piece = self.pieces.remove(&end).expect("listed");
-            let Role::Sealing { to, epoch } = piece.role else { unreachable!("filtered") };
-            self.send_piece(piece.span, to, epoch, now);
+            self.held_back = true;
+            return;
+        }
+        self.held_back = false;
+        let mut ready: BTreeMap<(NodeId, u64), Vec<u64>> = BTreeMap::new();
+        for (&end, p) in &self.pieces {
+            if let Role::Sealing { to, epoch } = &p.role
+                && keys_in(&self.resources, p.span).iter().all(|k| self.resources[k].running.is_none())
+            {
+                ready.entry((to.clone(), *epoch)).or_default().push(end);
+            }
+        }
+        for ((to, epoch), ends) in ready {
+            let spans: Vec<Span> = ends.iter().map(|end| self.pieces.remove(end).expect("listed").span).collect();
+            self.send_spans(&spans, to, epoch, now);
         }
     }
 
-    /// Moves the state of every resource in `span` into transfers to `to`,
-    /// cut into chunks along resource points.
-    fn send_piece(&mut self, span: Span, to: NodeId, epoch: u64, now: Instant) {
-        let keys = keys_in(&self.resources, span);
-        let mut chunks: Vec<(Span, Vec<ResourceState>)> = Vec::new();
-        let mut current: Vec<ResourceState> = Vec::new();
-        let (mut bytes, mut start) = (0usize, span.start);
-        for (i, key) in keys.iter().enumerate() {
-            let res = self.resources.remove(key).expect("listed");
-            self.queued_total -= res.queue.len();
-            self.queued_bytes_total -= res.queued_bytes;
-            bytes += res.queued_bytes + res.dedup.iter().map(|(id, _)| id.len() + 16).sum::<usize>() + key.1.len();
-            current.push(ResourceState {
-                resource: key.1.clone(),
-                last_seq: res.last_seq,
-                executed: res.executed,
-                token_floor: res.token_floor,
-                pending: res.queue.into(),
-                dedup: res.dedup.into(),
-            });
-            // Cut after this resource if the chunk is full and the next one
-            // lies at another point (one point's resources stay together).
-            let next_point = keys.get(i + 1).map(|k| k.0);
-            if bytes >= TRANSFER_CHUNK_BYTES && next_point.is_some_and(|p| p != key.0) {
-                chunks.push((Span { start, end: key.0 }, std::mem::take(&mut current)));
-                start = key.0;
+    /// Moves the state of every resource in `spans` into transfers to `to`,
+    /// cut into chunks of about [`TRANSFER_CHUNK_BYTES`] (a part is cut
+    /// between two resource points when it does not fit one chunk).
+    fn send_spans(&mut self, spans: &[Span], to: NodeId, epoch: u64, now: Instant) {
+        let mut chunks: Vec<(Vec<Span>, Vec<ResourceState>)> = Vec::new();
+        let (mut parts, mut states, mut bytes) = (Vec::new(), Vec::new(), 0usize);
+        for &span in spans {
+            let keys = keys_in(&self.resources, span);
+            let mut start = span.start;
+            for (i, key) in keys.iter().enumerate() {
+                let res = self.resources.remove(key).expect("listed");
+                self.queued_total -= res.queue.len();
+                self.queued_bytes_total -= res.queued_bytes;
+                bytes +=
+                    res.queued_bytes + res.dedup.iter().map(|(id, _, _)| id.len() + 24).sum::<usize>() + key.1.len();
+                states.push(ResourceState {
+                    resource: key.1.clone(),
+                    last_seq: res.last_seq,
+                    executed: res.executed,
+                    token_floor: res.token_floor,
+                    pending: res.queue.into(),
+                    dedup: res.dedup.into(),
+                });
+                // Full: cut after this resource, if the next one lies at
+                // another point (one point's resources stay together).
+                let next_point = keys.get(i + 1).map(|k| k.0);
+                if bytes >= TRANSFER_CHUNK_BYTES && next_point.is_some_and(|p| p != key.0) {
+                    parts.push(Span { start, end: key.0 });
+                    chunks.push((std::mem::take(&mut parts), std::mem::take(&mut states)));
+                    start = key.0;
+                    bytes = 0;
+                }
+            }
+            parts.push(Span { start, end: span.end });
+            bytes += 24;
+            if bytes >= TRANSFER_CHUNK_BYTES {
+                chunks.push((std::mem::take(&mut parts), std::mem::take(&mut states)));
                 bytes = 0;
             }
         }
-        chunks.push((Span { start, end: span.end }, current));
+        if !parts.is_empty() {
+            chunks.push((parts, states));
+        }
         let floor = self.outgoing.keys().next().copied().unwrap_or(self.next_transfer);
-        for (span, resources) in chunks {
+        for (spans, resources) in chunks {
             let id = self.next_transfer;
             self.next_transfer += 1;
             let message = Transfer {
@@ -707,11 +745,11 @@ impl Custody {
                 from_incarnation: self.me.incarnation,
                 to_incarnation: to.incarnation,
                 epoch,
-                span,
+                spans,
                 unacked_floor: floor.min(id),
                 resources,
             };
-            tracing::debug!(to = %to, %span, epoch, id, resources = message.resources.len(), "handing off");
+            tracing::debug!(to = %to, epoch, id, parts = message.spans.len(), resources = message.resources.len(), "handing off");
             self.outputs.push(CustodyOutput::Send(to.addr, TaskMsg::Transfer(message.clone())));
             self.outgoing.insert(id, Outgoing { to: to.clone(), message, sent_at: now, in_doubt: false });
         }
@@ -736,14 +774,17 @@ impl Custody {
                 self.stats.tasks_received += state.pending.len() as u64;
                 self.take_resource(state);
             }
+            self.stats.ranges_received += t.spans.len() as u64;
             let role = if t.epoch > self.epoch { Role::Waiting } else { Role::Active };
-            tracing::debug!(from = %from, span = %t.span, epoch = t.epoch, "took custody");
-            if let Some(clash) = self.pieces.values().find(|p| overlaps(p.span, t.span)) {
-                // Two holders of one part: a protocol bug. Keep both states
-                // (nothing is dropped) and say so loudly.
-                tracing::error!(held = %clash.span, received = %t.span, "received a part of the ring this node already holds");
+            tracing::debug!(from = %from, parts = t.spans.len(), epoch = t.epoch, "took custody");
+            for span in t.spans {
+                if let Some(clash) = self.pieces.values().find(|p| overlaps(p.span, span)) {
+                    // Two holders of one part: a protocol bug. Keep both
+                    // states (nothing is dropped) and say so loudly.
+                    tracing::error!(held = %clash.span, received = %span, "received a part of the ring this node already holds");
+                }
+                self.pieces.insert(span.end, Piece { span, act_epoch: t.epoch, epoch: t.epoch, role: role.clone() });
             }
-            self.pieces.insert(t.span.end, Piece { span: t.span, act_epoch: t.epoch, epoch: t.epoch, role });
             self.recut(now);
         }
         self.outputs.push(CustodyOutput::Send(from, ack));
@@ -770,11 +811,14 @@ impl Custody {
     }
 
     /// The receiver took a transfer.
-    pub(crate) fn on_transfer_ack(&mut self, from: SocketAddr, id: u64) {
+    pub(crate) fn on_transfer_ack(&mut self, from: SocketAddr, id: u64, now: Instant) {
         if self.outgoing.get(&id).is_some_and(|o| o.to.addr == from) {
             let o = self.outgoing.remove(&id).expect("present");
             if !o.in_doubt {
                 self.stats.transfers_sent += 1;
+            }
+            if self.held_back {
+                self.send_sealed(now);
             }
         }
     }
@@ -821,6 +865,7 @@ impl Custody {
                 };
                 self.outputs.push(CustodyOutput::Reply(p.client, Response::Unavailable(message)));
             } else {
+                self.gateway.get_mut(&req).expect("listed").redirects = 0;
                 self.route(req, None, now, lease_ok);
             }
         }
@@ -858,7 +903,7 @@ impl Custody {
             }
         }
         let sealing = self.pieces.values().filter(|p| matches!(p.role, Role::Sealing { .. })).count()
-            + self.outgoing.values().filter(|o| !o.in_doubt).count();
+            + self.outgoing.values().filter(|o| !o.in_doubt).map(|o| o.message.spans.len()).sum::<usize>();
         CustodyInfo {
             ranges_owned: owned,
             ranges_unavailable: unavailable,
@@ -923,6 +968,13 @@ fn keys_in(resources: &BTreeMap<Key, Res>, span: Span) -> Vec<Key> {
         keys.extend(resources.range((Unbounded, upto(span.end))).map(|(k, _)| k.clone()));
     }
     keys
+}
+
+/// Adds a gateway to a task's waiters, once, within the bound.
+fn add_waiter(waiters: &mut Vec<Waiter>, waiter: Waiter) {
+    if !waiters.contains(&waiter) && waiters.len() < WAITERS_PER_TASK_MAX {
+        waiters.push(waiter);
+    }
 }
 
 /// Whether two arcs share a point.

@@ -246,7 +246,7 @@ fn a_moved_range_seals_waits_for_the_running_task_then_transfers_everything() {
 
     // The acknowledgements free a.
     for (_, t) in &sent_transfers {
-        ca.on_transfer_ack(b.addr, t.id);
+        ca.on_transfer_ack(b.addr, t.id, T0);
     }
     assert_eq!(ca.info().ranges_sealing, 0);
     assert_eq!(ca.info().ranges_unavailable, 0);
@@ -288,7 +288,9 @@ fn unacknowledged_transfers_are_resent_until_acknowledged() {
     ca.on_epoch(&c1, T0);
     ca.on_epoch(&c2, T0);
     let first = transfers(&outputs(&mut ca));
-    assert!(!first.is_empty());
+    // Everything for b goes in one transfer, one part per moved arc.
+    assert_eq!(first.len(), 1);
+    assert!(first[0].1.spans.len() > 1);
     assert_eq!(ca.next_deadline(), Some(T0 + TRANSFER_RETRY));
     ca.handle_timeout(T0 + TRANSFER_RETRY, true);
     let again = transfers(&outputs(&mut ca));
@@ -297,7 +299,7 @@ fn unacknowledged_transfers_are_resent_until_acknowledged() {
         first.iter().map(|(_, t)| t.id).collect::<Vec<_>>()
     );
     for (_, t) in &first {
-        ca.on_transfer_ack(b.addr, t.id);
+        ca.on_transfer_ack(b.addr, t.id, T0);
     }
     assert_eq!(ca.next_deadline(), None);
 }
@@ -310,10 +312,11 @@ fn an_acknowledgement_from_the_wrong_node_or_for_an_unknown_transfer_is_ignored(
     ca.on_epoch(&c1, T0);
     ca.on_epoch(&c2, T0);
     let ts = transfers(&outputs(&mut ca));
-    ca.on_transfer_ack(id(3).addr, ts[0].1.id);
-    ca.on_transfer_ack(b.addr, 999_999);
+    ca.on_transfer_ack(id(3).addr, ts[0].1.id, T0);
+    ca.on_transfer_ack(b.addr, 999_999, T0);
     assert_eq!(ca.stats().transfers_sent, 0);
-    assert_eq!(ca.info().ranges_sealing, ts.len() as u64);
+    let parts: usize = ts.iter().map(|(_, t)| t.spans.len()).sum();
+    assert_eq!(ca.info().ranges_sealing, parts as u64);
 }
 
 #[test]
@@ -551,4 +554,86 @@ fn a_removed_life_hands_what_it_holds_to_the_custodians_once_its_tasks_end() {
     let t = onward.iter().find(|(_, t)| t.resources.iter().any(|s| s.resource == r)).expect("r goes once t1 ended");
     assert_eq!(t.0, a.addr);
     assert_eq!(t.1.resources.iter().find(|s| s.resource == r).unwrap().pending.len(), 1);
+}
+
+#[test]
+fn sealed_parts_held_back_by_the_bound_go_once_an_acknowledgement_makes_room() {
+    let (a, b) = (id(1), id(2));
+    let (c1, c2) = two_epochs(&a, &b);
+    let mut ca = Custody::new(a.clone(), Duration::from_millis(100), 8);
+    ca.on_epoch(&c1, T0);
+    // As many transfers outstanding as allowed (stand-ins, to some c).
+    let filler = Transfer {
+        id: 0,
+        from_incarnation: 1,
+        to_incarnation: 1,
+        epoch: 1,
+        spans: Vec::new(),
+        unacked_floor: 0,
+        resources: Vec::new(),
+    };
+    for i in 0..TRANSFERS_OUTSTANDING_MAX as u64 {
+        let message = Transfer { id: 1_000_000 + i, ..filler.clone() };
+        ca.outgoing.insert(1_000_000 + i, Outgoing { to: id(3), message, sent_at: T0, in_doubt: false });
+    }
+    ca.on_epoch(&c2, T0);
+    assert!(transfers(&outputs(&mut ca)).is_empty(), "held back by the bound");
+    ca.on_transfer_ack(id(3).addr, 1_000_000, at(1));
+    let sent = transfers(&outputs(&mut ca));
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].0, b.addr);
+}
+
+#[test]
+fn a_waiting_gateway_reminds_the_custodian_and_a_reminder_adds_no_second_waiter() {
+    let (mut c, a, _) = founder(1);
+    let g = id(7);
+    let mut cg = Custody::new(g.clone(), Duration::from_millis(100), 8);
+    cg.on_epoch(&Configuration::first(9, a.clone(), 16, 3), T0);
+    cg.submit(ClientId(1), task("t1", "r"), true, T0, true);
+    let [(_, submit)] = &sent(&outputs(&mut cg))[..] else { panic!() };
+    let TaskMsg::Submit { req, task: t, wait, .. } = submit.clone() else { panic!() };
+    c.on_submit(g.addr, req, t.clone(), wait, true, T0);
+    let [(_, accepted)] = &sent(&outputs(&mut c))[..] else { panic!() };
+    cg.on_answer(a.addr, accepted.clone(), T0, true);
+    // The Done will be lost; the gateway asks again after OUTCOME_POLL_MIN.
+    assert_eq!(cg.next_deadline(), Some(T0 + OUTCOME_POLL_MIN));
+    cg.handle_timeout(T0 + OUTCOME_POLL_MIN, true);
+    let [(to, again)] = &sent(&outputs(&mut cg))[..] else { panic!() };
+    assert_eq!(*to, a.addr);
+    assert!(matches!(again, TaskMsg::Submit { req: r, .. } if *r == req));
+    c.on_submit(g.addr, req, t, true, true, T0 + OUTCOME_POLL_MIN);
+    outputs(&mut c);
+    c.pump(T0 + OUTCOME_POLL_MIN, true);
+    outputs(&mut c);
+    c.finished("r", 1, Outcome::Ok(vec![]), at(1500));
+    let dones = sent(&outputs(&mut c));
+    assert_eq!(dones.len(), 1, "one Done per waiting gateway: {dones:?}");
+    // The next reminder comes later: the interval doubles.
+    assert_eq!(cg.next_deadline(), Some(T0 + OUTCOME_POLL_MIN + OUTCOME_POLL_MIN * 2));
+}
+
+#[test]
+fn a_retry_of_a_task_that_ran_is_told_the_token_it_ran_with() {
+    let (a, b) = (id(1), id(2));
+    let (c1, c2) = two_epochs(&a, &b);
+    let mut ca = Custody::new(a.clone(), Duration::from_millis(100), 8);
+    ca.on_epoch(&c1, T0);
+    let r = resource_owned_by(&c2, &b, "acct");
+    submit_from(&mut ca, 5, 1, task("t1", &r));
+    ca.pump(T0, true);
+    outputs(&mut ca);
+    ca.finished(&r, 1, Outcome::Ok(vec![]), at(1));
+    ca.on_epoch(&c2, at(1));
+    let ts = transfers(&outputs(&mut ca));
+    let mut cb = Custody::new(b.clone(), Duration::from_millis(100), 8);
+    cb.on_epoch(&c2, at(1));
+    for (_, t) in &ts {
+        cb.on_transfer(a.addr, t.clone(), at(2));
+    }
+    outputs(&mut cb);
+    // t1 ran at a with token (1, 1); b, custodian since epoch 2, says so.
+    cb.on_submit(id(5).addr, 9, task("t1", &r), true, true, at(3));
+    let answers = sent(&outputs(&mut cb));
+    assert!(matches!(&answers[0].1, TaskMsg::Done { token: Token { epoch: 1, seq: 1 }, outcome: None, .. }));
 }
