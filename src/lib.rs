@@ -29,7 +29,18 @@
 //! ## Embedding
 //!
 //! ```no_run
-//! use custody::{Cluster, Config};
+//! use custody::{Cluster, Config, ExecCtx, Handler, Outcome, Task};
+//!
+//! struct Apply;
+//!
+//! impl Handler for Apply {
+//!     // Called at the resource's custodian, one task of a resource at a time,
+//!     // with its fencing token (epoch, seq), attempt and deadline.
+//!     async fn execute(&self, ctx: ExecCtx, payload: Vec<u8>) -> Outcome {
+//!         let _ = (ctx.resource, ctx.token, payload);
+//!         Outcome::Ok(Vec::new())
+//!     }
+//! }
 //!
 //! # async fn run() -> Result<(), custody::Error> {
 //! let node = Cluster::builder()
@@ -37,12 +48,18 @@
 //!     .name("billing-1")
 //!     .join(["10.0.0.4:7001".parse().unwrap()])
 //!     .config(Config::lan())
+//!     .handler(Apply)
 //!     .start()
 //!     .await?;
-//! let mut events = node.events(); // MemberUp / MemberDown / MemberRenamed / Joined / ...
-//! let members = node.members().await?; // this node's view, itself included
-//! node.leave().await?; // graceful: tell the cluster, then stop
-//! # let _ = (events.try_recv(), members);
+//! node.ready(std::time::Duration::from_secs(30)).await?; // a member, with a lease and its ranges
+//! let task = Task { id: "invoice-17".into(), resource: "account:alice".into(), payload: b"+10".to_vec() };
+//! let accepted = node.submit(task.clone()).await?; // the custodian's sequence number
+//! let done = node.submit_and_wait(task).await?; // the same id: the same task, run once
+//! println!("seq {} ran with token {} at {}", accepted.seq, done.token, done.custodian);
+//! let mut events = node.events(); // MemberUp / MemberDown / Joined / epochs learned ...
+//! let owner = node.owner("account:alice").await?; // custodian, range, replicas, epoch
+//! node.leave().await?; // graceful: hand off, tell the cluster, then stop
+//! # let _ = (events.try_recv(), owner);
 //! # Ok(()) }
 //! ```
 //!
