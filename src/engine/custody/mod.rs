@@ -204,11 +204,10 @@ struct Pending {
     deadline: Instant,
     /// Send the submit (again) then: a retry before it is accepted, a
     /// reminder after.
-    retry_at: Option<Instant>,
+    retry_at: Instant,
     backoff: Duration,
     redirects: u32,
-    /// Where the submit went last, and whether it was accepted there.
-    custodian: Option<SocketAddr>,
+    /// The sequence number, once a custodian accepted it.
     accepted: Option<u64>,
 }
 
@@ -293,7 +292,7 @@ impl Custody {
     /// When [`Custody::handle_timeout`] has work.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         let transfers = self.outgoing.values().filter(|o| !o.in_doubt).map(|o| o.sent_at + TRANSFER_RETRY).min();
-        let gateway = self.gateway.values().map(|p| p.retry_at.unwrap_or(p.deadline).min(p.deadline)).min();
+        let gateway = self.gateway.values().map(|p| p.retry_at.min(p.deadline)).min();
         transfers.into_iter().chain(gateway).min()
     }
 
@@ -343,9 +342,9 @@ impl Custody {
             }
             for (span, owner) in parts {
                 // A part sealed for an earlier epoch and not sent yet goes
-                // to the latest owner instead.
-                // An earlier life of this node, still in the ring, gets
-                // nothing: the part waits, idle, for a newer epoch.
+                // to the latest owner instead. An earlier life of this node,
+                // still in the ring, gets nothing: the part waits, idle, for
+                // a newer epoch.
                 let role = if owner.life() == self.me {
                     Role::Active
                 } else if owner.addr == self.me.addr {
@@ -394,10 +393,9 @@ impl Custody {
                 task,
                 wait,
                 deadline: now + SUBMIT_TIMEOUT,
-                retry_at: Some(now),
+                retry_at: now,
                 backoff: SUBMIT_RETRY_MIN,
                 redirects: 0,
-                custodian: None,
                 accepted: None,
             },
         );
@@ -409,11 +407,10 @@ impl Custody {
     fn route(&mut self, req: u64, to: Option<SocketAddr>, now: Instant, lease_ok: bool) {
         let Some(p) = self.gateway.get_mut(&req) else { return };
         let owner = to.or_else(|| self.ring.as_ref().and_then(|r| r.owner(&p.task.resource)).map(|o| o.addr));
-        p.retry_at = Some(now + p.backoff);
+        p.retry_at = now + p.backoff;
         let cap = if p.accepted.is_some() { OUTCOME_POLL_MAX } else { SUBMIT_RETRY_MAX };
         p.backoff = (p.backoff * 2).min(cap);
         let Some(owner) = owner else { return };
-        p.custodian = Some(owner);
         if owner == self.me.addr {
             let (task, wait) = (p.task.clone(), p.wait);
             let waiter = Waiter { gateway: self.me.addr, req };
@@ -451,11 +448,10 @@ impl Custody {
             TaskMsg::Accepted { seq, .. } => {
                 if p.accepted.is_none() {
                     p.deadline = now + OUTCOME_TIMEOUT;
-                    p.retry_at = Some(now + OUTCOME_POLL_MIN);
+                    p.retry_at = now + OUTCOME_POLL_MIN;
                     p.backoff = OUTCOME_POLL_MIN * 2;
                 }
                 p.accepted = Some(seq);
-                p.custodian = Some(from);
                 return;
             }
             TaskMsg::Done { task_id, token, outcome, .. } => {
@@ -553,7 +549,6 @@ impl Custody {
                     let token = Token { epoch: ran_at, seq };
                     let done = TaskMsg::Done { req: w.req, task_id: task.id, token, outcome: None };
                     self.deliver(w, done, now);
-                    return TaskMsg::Accepted { req: 0, seq, epoch, duplicate: true };
                 } else if let Some(r) = res.running.as_mut().filter(|r| r.seq == seq) {
                     add_waiter(&mut r.waiters, w);
                 } else if let Some(t) = res.queue.iter_mut().find(|t| t.seq == seq) {
@@ -839,12 +834,8 @@ impl Custody {
             o.message.unacked_floor = floor;
             self.outputs.push(CustodyOutput::Send(o.to.addr, TaskMsg::Transfer(o.message.clone())));
         }
-        let due: Vec<u64> = self
-            .gateway
-            .iter()
-            .filter(|(_, p)| now >= p.deadline || p.retry_at.is_some_and(|at| now >= at))
-            .map(|(&req, _)| req)
-            .collect();
+        let due: Vec<u64> =
+            self.gateway.iter().filter(|(_, p)| now >= p.retry_at.min(p.deadline)).map(|(&req, _)| req).collect();
         for req in due {
             let p = &self.gateway[&req];
             if now >= p.deadline {
