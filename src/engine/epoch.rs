@@ -6,8 +6,10 @@
 //! gossip and fetches the ones it lacks, and a node's learned epoch never goes
 //! backwards.
 
+use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, Weak};
 
 use serde::{Deserialize, Serialize};
 
@@ -110,6 +112,24 @@ impl Configuration {
     pub fn ring(&self) -> Ring {
         let active = self.members.iter().filter(|m| m.status == MemberStatus::Active).map(|m| m.id.clone());
         Ring::new(active, self.vnodes)
+    }
+
+    /// The ring over the active members, built once per process for each
+    /// configuration: every node of a simulation (and every caller in a
+    /// process) that learns the same configuration shares one ring. A pure
+    /// function of the configuration, memoised; rings nobody holds any more
+    /// are forgotten.
+    pub fn shared_ring(&self) -> Arc<Ring> {
+        static RINGS: Mutex<BTreeMap<(u64, u64), Weak<Ring>>> = Mutex::new(BTreeMap::new());
+        let key = (self.group, self.hash());
+        let mut rings = RINGS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(ring) = rings.get(&key).and_then(Weak::upgrade) {
+            return ring;
+        }
+        rings.retain(|_, ring| ring.strong_count() > 0);
+        let ring = Arc::new(self.ring());
+        rings.insert(key, Arc::downgrade(&ring));
+        ring
     }
 
     /// Checks the invariants a committed configuration must keep: sorted,

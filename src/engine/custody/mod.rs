@@ -33,6 +33,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::ClientId;
@@ -218,7 +219,7 @@ pub(crate) struct Custody {
     workers: usize,
     /// The latest configuration's epoch and ring.
     epoch: u64,
-    ring: Option<Ring>,
+    ring: Option<Arc<Ring>>,
     /// Pieces held, by the end point of their span.
     pieces: BTreeMap<u64, Piece>,
     resources: BTreeMap<Key, Res>,
@@ -278,7 +279,7 @@ impl Custody {
 
     /// The ring of the latest epoch.
     pub(crate) fn ring(&self) -> Option<&Ring> {
-        self.ring.as_ref()
+        self.ring.as_deref()
     }
 
     /// Whether this node holds nothing and owes nothing: every piece it
@@ -305,7 +306,7 @@ impl Custody {
         }
         let first = self.epoch == 0;
         self.epoch = config.epoch;
-        self.ring = Some(config.ring());
+        self.ring = Some(config.shared_ring());
         // The founder's first configuration: custody of the whole circle.
         if first && config.epoch == 1 && config.contains(&self.me) && self.pieces.is_empty() {
             let span = Span { start: 0, end: 0 };
