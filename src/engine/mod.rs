@@ -22,7 +22,7 @@ pub mod task;
 pub mod time;
 pub mod wire;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use foca::OwnedNotification;
@@ -57,6 +57,10 @@ pub const TIMERS_MAX: usize = 1 << 20;
 /// Most due foca timers handled in one `Timeout` input. Timers scheduled
 /// with a zero delay are handled in the same input, up to this bound.
 pub const TIMERS_PER_TIMEOUT_MAX: usize = 4096;
+
+/// Largest capacity a scratch buffer of foca's callbacks keeps between
+/// calls; a larger one (after a burst) is freed.
+const SCRATCH_KEPT_MAX: usize = 64;
 
 /// Most members one [`Command::LearnMembers`] may carry.
 pub const LEARN_MEMBERS_MAX: usize = 65_536;
@@ -521,7 +525,8 @@ impl Node {
 
     fn handle_swim(&mut self, _from: SocketAddr, packet: &[u8]) -> Result<(), InputError> {
         self.stats.swim_packets_received += 1;
-        let result = self.with_swim(|swim, effects| swim.handle_data(packet, effects));
+        // The one foca call that may hand gossip to `EpochGossip`.
+        let result = self.swim_call(true, |swim, effects| swim.handle_data(packet, effects));
         result.map_err(|e| InputError::Swim(e.to_string()))
     }
 
@@ -532,12 +537,14 @@ impl Node {
                 if theirs.len() > SYNC_MEMBERS_MAX {
                     return Err(InputError::TooManyMembers(theirs.len()));
                 }
-                let ours = self.sync_state();
+                let window = self.sync_window();
+                let ours = self.sync_ranks(window);
+                let theirs_ranks: Vec<SyncRank> = theirs.iter().map(SyncRank::of).collect();
                 // Answer with what they lack or hold older, before applying
                 // what they know better.
-                let answer = newer_than(&ours, &theirs);
-                let learn = newer_than(&theirs, &ours);
-                self.apply_sync(learn)?;
+                let answer = self.sync_members(window, Some(&newer_than(&ours, &theirs_ranks)));
+                let learn = newer_than(&theirs_ranks, &ours);
+                self.apply_sync(pick(theirs, &learn))?;
                 self.send_message(from, &Message::SyncResponse(answer));
                 Ok(())
             }
@@ -545,8 +552,14 @@ impl Node {
                 if theirs.len() > SYNC_MEMBERS_MAX {
                     return Err(InputError::TooManyMembers(theirs.len()));
                 }
-                let ours = self.sync_state();
-                self.apply_sync(newer_than(&theirs, &ours))
+                let window = self.sync_window();
+                if theirs.is_empty() {
+                    return Ok(());
+                }
+                let ours = self.sync_ranks(window);
+                let theirs_ranks: Vec<SyncRank> = theirs.iter().map(SyncRank::of).collect();
+                let learn = newer_than(&theirs_ranks, &ours);
+                self.apply_sync(pick(theirs, &learn))
             }
             Frame::Message(Message::Raft { origin, bytes }) => {
                 let result = self.store.handle_raft(from, origin, &bytes, self.now);
@@ -631,17 +644,41 @@ impl Node {
     /// at most [`SYNC_MEMBERS_MAX`] (starting at a random member when there
     /// are more, so repeated syncs cover everyone).
     fn sync_state(&mut self) -> Vec<SyncMember> {
-        let me = SyncMember { id: self.swim.identity().clone(), incarnation: 0, state: MemberState::Alive };
-        let all = self.swim.iter_membership_state();
-        let total = all.len();
+        let window = self.sync_window();
+        self.sync_members(window, None)
+    }
+
+    /// Which of foca's members a sync carries: `(skip, take)` over foca's
+    /// list read twice round. Draws from the engine's generator only when
+    /// there are more members than a sync carries.
+    fn sync_window(&mut self) -> (usize, usize) {
+        let total = self.swim.iter_membership_state().len();
         let skip = if total > SYNC_MEMBERS_MAX - 1 { self.rng.random_range(0..total) } else { 0 };
-        let members = all.chain(self.swim.iter_membership_state()).skip(skip).take(total.min(SYNC_MEMBERS_MAX - 1));
-        std::iter::once(me)
-            .chain(members.map(|m| SyncMember {
-                id: m.id().clone(),
-                incarnation: m.incarnation(),
-                state: swim_state(m.state()),
-            }))
+        (skip, total.min(SYNC_MEMBERS_MAX - 1))
+    }
+
+    /// The sync state of `window` (this node first): whole, or only the
+    /// entries at `only` (ascending places in it).
+    fn sync_members(&self, (skip, take): (usize, usize), only: Option<&[usize]>) -> Vec<SyncMember> {
+        let members = self.swim.iter_membership_state().chain(self.swim.iter_membership_state()).skip(skip).take(take);
+        let entries = std::iter::once(None).chain(members.map(Some));
+        let entry = |m: Option<&foca::Member<NodeId>>| match m {
+            None => SyncMember { id: self.swim.identity().clone(), incarnation: 0, state: MemberState::Alive },
+            Some(m) => SyncMember { id: m.id().clone(), incarnation: m.incarnation(), state: swim_state(m.state()) },
+        };
+        let Some(only) = only else { return entries.map(entry).collect() };
+        // Clone only the identities asked for.
+        let mut wanted = only.iter().copied().peekable();
+        entries.enumerate().filter(|&(place, _)| wanted.next_if_eq(&place).is_some()).map(|(_, m)| entry(m)).collect()
+    }
+
+    /// The ranks of the sync state of `window`, in its order, without
+    /// cloning an identity.
+    fn sync_ranks(&self, (skip, take): (usize, usize)) -> Vec<SyncRank> {
+        let me = self.swim.identity();
+        let members = self.swim.iter_membership_state().chain(self.swim.iter_membership_state()).skip(skip).take(take);
+        std::iter::once(SyncRank::new(me, 0, MemberState::Alive))
+            .chain(members.map(|m| SyncRank::new(m.id(), m.incarnation(), swim_state(m.state()))))
             .collect()
     }
 
@@ -761,13 +798,9 @@ impl Node {
     /// After every input: tell the store once a leaving node has handed
     /// off, start what may start, and carry out what custody asked for.
     fn custody_step(&mut self) {
-        let me = self.swim.identity().life();
-        let leaving = self
-            .store
-            .latest()
-            .and_then(|c| c.member(me.addr))
-            .is_some_and(|m| m.id == me && m.status == MemberStatus::Leaving);
-        if self.leave_deadline.is_some() && leaving && self.custody.handed_off() {
+        // Only a leave in progress has anything to report: the member
+        // lookup below is skipped on every other input.
+        if self.leave_deadline.is_some() && self.leaving_in_latest() && self.custody.handed_off() {
             self.store.handed_off(self.now);
             self.flush_store();
         }
@@ -781,6 +814,18 @@ impl Node {
                 CustodyOutput::Execute(execution) => self.push(Output::Execute(execution)),
             }
         }
+    }
+
+    /// Whether the latest configuration holds this life as leaving.
+    fn leaving_in_latest(&self) -> bool {
+        let me = self.swim.identity();
+        // `m.id == me.life()`, without cloning the identity.
+        self.store.latest().and_then(|c| c.member(me.addr)).is_some_and(|m| {
+            m.status == MemberStatus::Leaving
+                && m.id.incarnation == me.incarnation
+                && m.id.generation == 0
+                && m.id.name == me.name
+        })
     }
 
     fn reply(&mut self, client: ClientId, response: Response) {
@@ -918,6 +963,14 @@ impl Node {
 
     /// Runs one foca call, then turns what it asked for into outputs.
     fn with_swim<R>(&mut self, call: impl FnOnce(&mut Swim, &mut Effects<'_>) -> R) -> R {
+        self.swim_call(false, call)
+    }
+
+    /// [`Node::with_swim`]; `gossip` says whether the call may have handed
+    /// epoch announcements to [`EpochGossip`] (only received packets do:
+    /// timers, announces and applied updates never carry custom
+    /// broadcasts), which are then passed on to the store.
+    fn swim_call<R>(&mut self, gossip: bool, call: impl FnOnce(&mut Swim, &mut Effects<'_>) -> R) -> R {
         let mut effects = Effects {
             now: self.now,
             timers: &mut self.timers,
@@ -926,8 +979,10 @@ impl Node {
         };
         let result = call(&mut self.swim, &mut effects);
         assert!(self.timers.len() <= TIMERS_MAX, "foca scheduled {} timers", self.timers.len());
-        let sends = std::mem::take(&mut self.sends);
-        for (to, bytes) in sends {
+        // Drained, and put back: the buffers keep their capacity, unless a
+        // burst (a thousand members learned at once) made it large.
+        let mut sends = std::mem::take(&mut self.sends);
+        for (to, bytes) in sends.drain(..) {
             if self.is_spurious_turn_undead(&bytes) {
                 self.stats.turn_undead_suppressed += 1;
                 continue;
@@ -935,11 +990,19 @@ impl Node {
             self.stats.swim_packets_sent += 1;
             self.push(Output::Datagram { to, bytes });
         }
-        let notifications = std::mem::take(&mut self.notifications);
-        for notification in notifications {
+        if self.sends.is_empty() && sends.capacity() <= SCRATCH_KEPT_MAX {
+            self.sends = sends;
+        }
+        let mut notifications = std::mem::take(&mut self.notifications);
+        for notification in notifications.drain(..) {
             self.handle_notification(notification);
         }
-        self.drain_heard();
+        if self.notifications.is_empty() && notifications.capacity() <= SCRATCH_KEPT_MAX {
+            self.notifications = notifications;
+        }
+        if gossip {
+            self.drain_heard();
+        }
         self.flush_store();
         result
     }
@@ -1030,10 +1093,116 @@ impl Node {
 /// wins; at equal incarnation Down beats Suspect beats Alive. Applying only
 /// these keeps a sync between two converged nodes free of work (foca applies
 /// each update with a linear search of its member list).
-fn newer_than(a: &[SyncMember], b: &[SyncMember]) -> Vec<SyncMember> {
-    let known: BTreeMap<SocketAddr, &SyncMember> = b.iter().map(|m| (m.id.addr, m)).collect();
-    let rank = |m: &SyncMember| (m.id.incarnation, m.incarnation, m.state);
-    a.iter().filter(|m| known.get(&m.id.addr).is_none_or(|k| rank(m) > rank(k))).cloned().collect()
+///
+/// Returns the places in `a`, ascending. When `b` names an address twice,
+/// its last entry counts.
+fn newer_than(a: &[SyncRank], b: &[SyncRank]) -> Vec<usize> {
+    let known = AddrIndex::new(b);
+    a.iter().enumerate().filter(|(_, m)| known.get(m.addr).is_none_or(|k| m.rank > k.rank)).map(|(i, _)| i).collect()
+}
+
+/// The last entry of each address in a sync state, found by hashing: an
+/// open-addressed table of places. Syncs carry whole member lists, so this
+/// replaces a map of socket addresses per sync. It is only looked up, never
+/// iterated: the hash decides no order.
+struct AddrIndex<'a> {
+    ranks: &'a [SyncRank],
+    /// Places in `ranks`; `u32::MAX` is an empty slot.
+    slots: Vec<u32>,
+}
+
+impl<'a> AddrIndex<'a> {
+    fn new(ranks: &'a [SyncRank]) -> AddrIndex<'a> {
+        let len = (ranks.len() * 2).next_power_of_two().max(8);
+        let mut index = AddrIndex { ranks, slots: vec![u32::MAX; len] };
+        for (place, rank) in ranks.iter().enumerate() {
+            let place = u32::try_from(place).expect("a sync state is bounded by SYNC_MEMBERS_MAX");
+            let slot = index.find(rank.addr);
+            // A later entry of the same address replaces the earlier one.
+            index.slots[slot] = place;
+        }
+        index
+    }
+
+    /// The slot holding `addr`, or the empty slot where it would go.
+    fn find(&self, addr: AddrKey) -> usize {
+        let mask = self.slots.len() - 1;
+        let mut slot = addr.spread() as usize & mask;
+        loop {
+            match self.slots[slot] {
+                u32::MAX => return slot,
+                place if self.ranks[place as usize].addr == addr => return slot,
+                _ => slot = (slot + 1) & mask,
+            }
+        }
+    }
+
+    fn get(&self, addr: AddrKey) -> Option<&SyncRank> {
+        match self.slots[self.find(addr)] {
+            u32::MAX => None,
+            place => Some(&self.ranks[place as usize]),
+        }
+    }
+}
+
+/// The entries of `members` at `places` (ascending).
+fn pick(members: Vec<SyncMember>, places: &[usize]) -> Vec<SyncMember> {
+    let mut wanted = places.iter().copied().peekable();
+    let mut out = Vec::with_capacity(places.len());
+    for (place, member) in members.into_iter().enumerate() {
+        if wanted.peek().is_none() {
+            break;
+        }
+        if wanted.peek() == Some(&place) {
+            wanted.next();
+            out.push(member);
+        }
+    }
+    out
+}
+
+/// A socket address as a pair of integers, cheap to compare and to hash:
+/// equal exactly when the addresses are equal. IPv4 `(0, 1 << 96 | ip << 16
+/// | port)`; IPv6 `(ip, port << 64 | flowinfo << 32 | scope_id)`, whose
+/// second half stays below 2^80.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct AddrKey(u128, u128);
+
+impl AddrKey {
+    /// The key's bits, mixed (a table slot).
+    fn spread(self) -> u64 {
+        let folded = self.0 as u64 ^ (self.0 >> 64) as u64 ^ (self.1 as u64).rotate_left(29) ^ (self.1 >> 64) as u64;
+        let x = (folded ^ (folded >> 33)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^ (x >> 33)
+    }
+
+    fn of(addr: &SocketAddr) -> AddrKey {
+        match addr {
+            SocketAddr::V4(a) => AddrKey(0, 1 << 96 | u128::from(a.ip().to_bits()) << 16 | u128::from(a.port())),
+            SocketAddr::V6(a) => AddrKey(
+                a.ip().to_bits(),
+                u128::from(a.port()) << 64 | u128::from(a.flowinfo()) << 32 | u128::from(a.scope_id()),
+            ),
+        }
+    }
+}
+
+/// What a sync compares of an entry: its address and its precedence
+/// `(life's incarnation, SWIM incarnation, state)`.
+#[derive(Debug, Clone, Copy)]
+struct SyncRank {
+    addr: AddrKey,
+    rank: (u64, u16, MemberState),
+}
+
+impl SyncRank {
+    fn new(id: &NodeId, incarnation: u16, state: MemberState) -> SyncRank {
+        SyncRank { addr: AddrKey::of(&id.addr), rank: (id.incarnation, incarnation, state) }
+    }
+
+    fn of(m: &SyncMember) -> SyncRank {
+        SyncRank::new(&m.id, m.incarnation, m.state)
+    }
 }
 
 fn swim_state(state: foca::State) -> MemberState {

@@ -426,7 +426,9 @@ impl Ring {
         let mut pieces: Vec<(Span, &NodeId)> = Vec::new();
         for (_, piece, owner) in self.cut(span) {
             match pieces.last_mut() {
-                Some((last, o)) if *o == owner => last.end = piece.end,
+                // The same member is the same reference, mostly: skip the
+                // comparison of names then.
+                Some((last, o)) if std::ptr::eq(*o, owner) || *o == owner => last.end = piece.end,
                 _ => pieces.push((piece, owner)),
             }
         }

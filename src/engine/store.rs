@@ -507,7 +507,9 @@ impl EpochStore {
     }
 
     fn send_votes(&mut self, now: Instant) {
-        if !self.is_member() {
+        // Nothing suspected (the usual case): no need to look this node up
+        // in the configuration.
+        if self.swim_down.is_empty() || !self.is_member() {
             return;
         }
         let votes: Vec<NodeId> = self
@@ -1077,7 +1079,8 @@ impl EpochStore {
             return;
         }
         let Some(since) = self.leadership.since else { return };
-        let Some(latest) = self.chain.last_key_value().map(|(_, c)| c.clone()) else {
+        // Borrowed, not cloned: this runs at every tick of the leader.
+        let Some(latest) = self.chain.values().next_back() else {
             // A fresh group: commit the first configuration at once.
             if self.leadership.proposed.is_none_or(|(_, at)| now >= at + PROPOSAL_RETRY) {
                 let group = self.raft.as_ref().map_or(0, |r| r.origin);
@@ -1089,18 +1092,15 @@ impl EpochStore {
         for m in latest.members.iter().filter(|m| m.status == MemberStatus::Leaving) {
             self.leadership.leaving_since.entry(m.id.clone()).or_insert(now);
         }
-        let wanted = self.wanted_changes(&latest, since, now);
+        let wanted = self.wanted_changes(latest, since, now);
         if wanted != self.leadership.wanted {
             self.leadership.wanted = wanted.clone();
             self.leadership.wanted_since = Some(now);
         }
         let stable = self.leadership.wanted_since.is_some_and(|t| now >= t + self.cfg.stable_after);
         let free = self.leadership.proposed.is_none_or(|(_, at)| now >= at + PROPOSAL_RETRY);
-        if !wanted.is_empty()
-            && stable
-            && free
-            && let Some(next) = latest.next(&wanted)
-        {
+        let next = if !wanted.is_empty() && stable && free { latest.next(&wanted) } else { None };
+        if let Some(next) = next {
             self.propose_epoch(next, now);
         }
         self.manage_voters(now);
@@ -1108,25 +1108,37 @@ impl EpochStore {
 
     fn wanted_changes(&self, latest: &Configuration, since: Instant, now: Instant) -> Changes {
         let mut changes = Changes::default();
-        for id in self.swim_alive.values() {
-            let life = id.life();
-            let newer = latest.member(id.addr).is_none_or(|m| m.id.incarnation < life.incarnation);
-            let retired = self.retired.get(&id.addr).is_some_and(|&inc| life.incarnation <= inc);
-            if newer && !retired && !self.leadership.leave_requests.contains(&life) {
-                changes.joins.push(life);
+        // This runs at every tick of the leader, over every member: the
+        // lookups by address walk the sorted lists side by side (the
+        // configuration is sorted by address, the maps are keyed by it)
+        // instead of searching each.
+        let mut members = latest.members.iter().peekable();
+        for (&addr, id) in &self.swim_alive {
+            debug_assert_eq!(addr, id.addr);
+            while members.next_if(|m| m.id.addr < addr).is_some() {}
+            let member = members.peek().filter(|m| m.id.addr == addr);
+            // A life has its identity's incarnation: clone it only to join.
+            let newer = member.is_none_or(|m| m.id.incarnation < id.incarnation);
+            let retired = self.retired.get(&id.addr).is_some_and(|&inc| id.incarnation <= inc);
+            if newer && !retired {
+                let life = id.life();
+                if !self.leadership.leave_requests.contains(&life) {
+                    changes.joins.push(life);
+                }
             }
         }
         let expiry = self.cfg.lease * 2;
+        let mut renewals = self.leadership.last_renewal.iter().peekable();
         for m in &latest.members {
             let id = &m.id;
+            while renewals.next_if(|&(&addr, _)| addr < id.addr).is_some() {}
+            let renewed = renewals.peek().filter(|(addr, _)| **addr == id.addr).map(|(_, t)| **t);
             // Votes remove a life only while the leader does not see it alive
             // itself: a member that came back (a new SWIM generation after a
             // false suspicion) keeps its place.
             let voted = self.votes.get(id).is_some_and(|v| v.len() >= usize::from(self.cfg.suspicion_votes))
                 && !self.sees_alive(id);
-            let lapsed = id != &self.me
-                && now >= since + expiry
-                && self.leadership.last_renewal.get(&id.addr).is_none_or(|&t| now >= t + expiry);
+            let lapsed = id != &self.me && now >= since + expiry && renewed.is_none_or(|t| now >= t + expiry);
             // A leader never removes itself: it hands leadership over first
             // (see `manage_voters`), and the next leader removes it.
             let removable = id != &self.me;

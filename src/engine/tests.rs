@@ -727,3 +727,43 @@ fn tasks_run_at_their_custodian_once_each_across_a_join_and_a_graceful_leave() {
         }
     }
 }
+
+/// `newer_than` as it was: a map of the other side by address (its last
+/// entry per address), the entries of `a` it lacks or holds older.
+fn newer_than_by_map(a: &[SyncMember], b: &[SyncMember]) -> Vec<SyncMember> {
+    let known: BTreeMap<SocketAddr, &SyncMember> = b.iter().map(|m| (m.id.addr, m)).collect();
+    let rank = |m: &SyncMember| (m.id.incarnation, m.incarnation, m.state);
+    a.iter().filter(|m| known.get(&m.id.addr).is_none_or(|k| rank(m) > rank(k))).cloned().collect()
+}
+
+#[test]
+fn the_sync_comparison_agrees_with_a_map_of_addresses() {
+    use rand::RngExt;
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(17);
+    let states = [MemberState::Alive, MemberState::Suspect, MemberState::Down];
+    for round in 0..300 {
+        // Few addresses, so lists share some and repeat some; v4 and v6.
+        let mut list = |len: usize| -> Vec<SyncMember> {
+            (0..len)
+                .map(|_| {
+                    let port = 7000 + rng.random_range(0..12u16);
+                    let addr = if rng.random_bool(0.2) {
+                        SocketAddr::from(([0xfe80, 0, 0, 0, 0, 0, 0, 1], port))
+                    } else {
+                        SocketAddr::from(([127, 0, 0, rng.random_range(1..4u8)], port))
+                    };
+                    let id = NodeId::new(addr, rng.random_range(1..3u64), "n");
+                    SyncMember {
+                        id,
+                        incarnation: rng.random_range(0..3u16),
+                        state: states[rng.random_range(0..3usize)],
+                    }
+                })
+                .collect()
+        };
+        let (a, b) = (list(round % 40), list((round * 7) % 45));
+        let ranks = |l: &[SyncMember]| l.iter().map(SyncRank::of).collect::<Vec<_>>();
+        let places = newer_than(&ranks(&a), &ranks(&b));
+        assert_eq!(pick(a.clone(), &places), newer_than_by_map(&a, &b), "round {round}");
+    }
+}

@@ -346,7 +346,7 @@ impl Custody {
                 // to the latest owner instead. An earlier life of this node,
                 // still in the ring, gets nothing: the part waits, idle, for
                 // a newer epoch.
-                let role = if owner.life() == self.me {
+                let role = if is_life(owner, &self.me) {
                     Role::Active
                 } else if owner.addr == self.me.addr {
                     Role::Idle
@@ -530,7 +530,7 @@ impl Custody {
         let point = Ring::key_hash(&task.resource);
         let Some(ring) = &self.ring else { return TaskMsg::NotReady { req: 0 } };
         match ring.locate_point(point) {
-            Some((_, owner)) if owner.life() != self.me => {
+            Some((_, owner)) if !is_life(owner, &self.me) => {
                 return TaskMsg::Redirect { req: 0, epoch: self.epoch, owner: owner.addr };
             }
             None => return TaskMsg::NotReady { req: 0 },
@@ -886,7 +886,7 @@ impl Custody {
                 }
             }
             for (range, span, owner) in ring.ranges() {
-                if owner.life() == self.me {
+                if is_life(owner, &self.me) {
                     owned += 1;
                     if covered.get(&range).copied().unwrap_or(0) < span.width() {
                         unavailable += 1;
@@ -960,6 +960,12 @@ fn keys_in(resources: &BTreeMap<Key, Res>, span: Span) -> Vec<Key> {
         keys.extend(resources.range((Unbounded, upto(span.end))).map(|(k, _)| k.clone()));
     }
     keys
+}
+
+/// Whether `id` is of the life `life` (a generation-0 identity): `id.life()
+/// == *life`, without cloning.
+fn is_life(id: &NodeId, life: &NodeId) -> bool {
+    life.generation == 0 && id.addr == life.addr && id.incarnation == life.incarnation && id.name == life.name
 }
 
 /// Adds a gateway to a task's waiters, once, within the bound.
