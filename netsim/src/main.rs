@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use anyhow::{Context, Result, anyhow};
 use clap::{Parser, Subcommand, ValueEnum};
 use custody::Config;
-use netsim::plan::Plan;
+use netsim::plan::{Arrivals, Distribution, ExecTime, Plan};
 use netsim::report::{Report, Verdict};
-use netsim::scenario::{self, Params, SCENARIOS};
+use netsim::scenario::{self, Params, SCENARIOS, WorkloadOverrides};
 use serde::Serialize;
 
 const EXIT_NONDETERMINISM: u8 = 3;
@@ -43,9 +43,27 @@ enum Cmd {
     Run {
         #[command(flatten)]
         run: RunArgs,
+        /// Which system runs the tasks: custody, the per-task-locking
+        /// baseline, or both on the same plan (one report, both sections).
+        #[arg(long, value_enum, default_value_t = ModeArg::Custody)]
+        mode: ModeArg,
         /// Write the JSON report here (`-` for standard output).
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
+    },
+    /// Run custody and the per-task-locking baseline on the same plan (same
+    /// workload, same faults) and print them side by side.
+    Compare {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Write the JSON report (both sections and the ratios) here (`-`
+        /// for standard output).
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// Write an SVG plot of cumulative consensus instances over tasks
+        /// served, both modes, here (a `.svg` file).
+        #[arg(long, value_name = "FILE")]
+        plot: Option<PathBuf>,
     },
     /// Run a scenario (or all) over a range of seeds.
     Sweep {
@@ -71,6 +89,9 @@ enum Cmd {
     Replay {
         /// The plan or report.
         file: PathBuf,
+        /// Run in this mode instead of the plan's own.
+        #[arg(long, value_enum)]
+        mode: Option<ModeArg>,
         /// Write the JSON report here (`-` for standard output).
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
@@ -79,7 +100,39 @@ enum Cmd {
     CheckDeterminism {
         #[command(flatten)]
         run: RunArgs,
+        /// Which system runs the tasks (as for `run`).
+        #[arg(long, value_enum, default_value_t = ModeArg::Custody)]
+        mode: ModeArg,
     },
+}
+
+/// `--mode`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum ModeArg {
+    /// Ring custody.
+    Custody,
+    /// The per-task-locking baseline.
+    Lock,
+    /// Both, on the same plan.
+    Both,
+}
+
+impl ModeArg {
+    fn modes(self) -> netsim::Modes {
+        match self {
+            ModeArg::Custody => netsim::Modes::One(netsim::plan::Mode::Custody),
+            ModeArg::Lock => netsim::Modes::One(netsim::plan::Mode::Lock),
+            ModeArg::Both => netsim::Modes::Both,
+        }
+    }
+
+    fn flag(self) -> &'static str {
+        match self {
+            ModeArg::Custody => "",
+            ModeArg::Lock => " --mode lock",
+            ModeArg::Both => " --mode both",
+        }
+    }
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -96,9 +149,9 @@ struct RunArgs {
 
 #[derive(clap::Args, Debug, Clone)]
 struct SizeArgs {
-    /// Nodes.
-    #[arg(long, default_value_t = 50)]
-    nodes: usize,
+    /// Nodes [default: the scenario's, 50 for most; see `netsim list`].
+    #[arg(long)]
+    nodes: Option<usize>,
     /// Simulated time: `120s`, `2m` or seconds.
     #[arg(long, default_value = "120s", value_parser = parse_duration_s)]
     duration: u64,
@@ -110,6 +163,121 @@ struct SizeArgs {
     /// report's `fault_plan.config`).
     #[arg(long = "set", value_name = "FIELD=VALUE")]
     overrides: Vec<String>,
+    #[command(flatten)]
+    workload: WorkloadArgs,
+}
+
+/// Workload flags: each overrides the scenario's workload, or adds one to a
+/// scenario without (shared by every command that makes a plan).
+#[derive(clap::Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Workload (overrides the scenario's, or adds one)")]
+struct WorkloadArgs {
+    /// Tasks in all (without --rate, the rate scales along: same time span).
+    #[arg(long, value_name = "N")]
+    tasks: Option<u64>,
+    /// Resources the tasks spread over.
+    #[arg(long, value_name = "M")]
+    resources: Option<u64>,
+    /// Milliseconds each task runs (the mean with --exec exp).
+    #[arg(long, value_name = "MS")]
+    task_ms: Option<u64>,
+    /// Arrivals per simulated second.
+    #[arg(long, value_name = "R", conflicts_with = "backlog")]
+    rate: Option<f64>,
+    /// Put this share of the tasks on resource 0, the rest uniform over the others (e.g. 0.9).
+    #[arg(long, value_name = "F", conflicts_with = "zipf")]
+    hot_fraction: Option<f64>,
+    /// Zipf-distributed resources with exponent S [bare flag: 1.1].
+    #[arg(long, value_name = "S", num_args = 0..=1, default_missing_value = "1.1")]
+    zipf: Option<f64>,
+    /// Uniform resources (undoes a scenario's hot or Zipf distribution).
+    #[arg(long, conflicts_with_all = ["zipf", "hot_fraction"])]
+    uniform: bool,
+    /// All tasks arrive at the workload's start (a fixed backlog, handed out 1,000 per ms).
+    #[arg(long)]
+    backlog: bool,
+    /// Poisson arrivals at --rate (undoes a scenario's backlog or even spacing).
+    #[arg(long, conflicts_with = "backlog")]
+    poisson: bool,
+    /// Execution times: fixed at --task-ms, or exponential with that mean.
+    #[arg(long, value_enum, value_name = "KIND")]
+    exec: Option<ExecArg>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum ExecArg {
+    Fixed,
+    Exp,
+}
+
+impl WorkloadArgs {
+    fn overrides(&self) -> WorkloadOverrides {
+        let distribution = match (self.uniform, self.hot_fraction, self.zipf) {
+            (true, _, _) => Some(Distribution::Uniform),
+            (_, Some(fraction), _) => Some(Distribution::Hot { fraction }),
+            (_, _, Some(s)) => Some(Distribution::Zipf { s }),
+            _ => None,
+        };
+        let arrivals = if self.backlog {
+            Some(Arrivals::Backlog)
+        } else if self.poisson {
+            Some(Arrivals::Poisson)
+        } else {
+            None
+        };
+        WorkloadOverrides {
+            tasks: self.tasks,
+            resources: self.resources,
+            task_ms: self.task_ms,
+            rate: self.rate,
+            distribution,
+            arrivals,
+            exec: self.exec.map(|e| match e {
+                ExecArg::Fixed => ExecTime::Fixed,
+                ExecArg::Exp => ExecTime::Exponential,
+            }),
+        }
+    }
+
+    /// The flags again, for a replay command.
+    fn flags(&self) -> String {
+        let mut flags = String::new();
+        let mut add = |f: String| {
+            flags.push(' ');
+            flags.push_str(&f);
+        };
+        if let Some(n) = self.tasks {
+            add(format!("--tasks {n}"));
+        }
+        if let Some(m) = self.resources {
+            add(format!("--resources {m}"));
+        }
+        if let Some(ms) = self.task_ms {
+            add(format!("--task-ms {ms}"));
+        }
+        if let Some(r) = self.rate {
+            add(format!("--rate {r}"));
+        }
+        if let Some(f) = self.hot_fraction {
+            add(format!("--hot-fraction {f}"));
+        }
+        if let Some(s) = self.zipf {
+            add(format!("--zipf {s}"));
+        }
+        if self.uniform {
+            add("--uniform".into());
+        }
+        if self.backlog {
+            add("--backlog".into());
+        }
+        if self.poisson {
+            add("--poisson".into());
+        }
+        if let Some(e) = self.exec {
+            add(format!("--exec {}", if e == ExecArg::Exp { "exp" } else { "fixed" }));
+        }
+        flags
+    }
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -125,17 +293,23 @@ impl SizeArgs {
             Profile::Fast => Config::fast(),
         };
         let config = apply_overrides(config, &self.overrides).map_err(|e| anyhow!(BadArgs(e)))?;
-        Ok(Params { nodes: self.nodes, seed, duration_s: self.duration, config })
+        let mut params = Params::new(self.nodes.unwrap_or(0), seed, self.duration, config);
+        params.workload = self.workload.overrides();
+        Ok(params)
     }
 
     fn flags(&self) -> String {
-        let mut flags = format!("--nodes {} --duration {}s", self.nodes, self.duration);
+        let mut flags = match self.nodes {
+            Some(n) => format!("--nodes {n} --duration {}s", self.duration),
+            None => format!("--duration {}s", self.duration),
+        };
         if let Profile::Fast = self.profile {
             flags.push_str(" --profile fast");
         }
         for o in &self.overrides {
             flags.push_str(&format!(" --set {o}"));
         }
+        flags.push_str(&self.workload.flags());
         flags
     }
 }
@@ -228,35 +402,42 @@ fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Cmd::List => {
             for s in SCENARIOS {
-                println!("{:<18} {} (≥ {} s)", s.name, s.about, s.min_duration_s);
+                println!("{:<18} {} (≥ {} s, {} nodes)", s.name, s.about, s.min_duration_s, s.nodes);
             }
             Ok(0)
         }
-        Cmd::Run { run, json } => {
+        Cmd::Run { run, mode, json } => {
             let plan = make_plan(&run.scenario, &run.size, run.seed)?;
-            let report = netsim::run_plan(plan);
-            print_report(&report, &replay_command(&run));
+            let report = netsim::run_modes(plan, mode.modes());
+            print_report(&report, &format!("{}{}", replay_command(&run), mode.flag()));
             write_json(json.as_deref(), &report)?;
             Ok(report.verdict().exit_code())
         }
-        Cmd::Replay { file, json } => {
+        Cmd::Compare { run, json, plot } => compare(&run, json.as_deref(), plot.as_deref()),
+        Cmd::Replay { file, mode, json } => {
             let plan = read_plan(&file)?;
-            let report = netsim::run_plan(plan);
-            print_report(&report, &format!("netsim replay {}", file.display()));
+            let modes = mode.map_or(netsim::Modes::One(plan.mode), ModeArg::modes);
+            let report = netsim::run_modes(plan, modes);
+            let flag = mode.map_or("", ModeArg::flag);
+            print_report(&report, &format!("netsim replay {}{flag}", file.display()));
             write_json(json.as_deref(), &report)?;
             Ok(report.verdict().exit_code())
         }
-        Cmd::CheckDeterminism { run } => {
+        Cmd::CheckDeterminism { run, mode } => {
             let plan = make_plan(&run.scenario, &run.size, run.seed)?;
-            let first = netsim::run_plan(plan.clone());
-            let second = netsim::run_plan(plan);
+            let first = netsim::run_modes(plan.clone(), mode.modes());
+            let second = netsim::run_modes(plan, mode.modes());
             println!("run 1: trace {} ({} events)", first.trace_hash, first.events);
             println!("run 2: trace {} ({} events)", second.trace_hash, second.events);
             if first.trace_hash == second.trace_hash && first.events == second.events {
                 println!("deterministic");
                 Ok(0)
             } else {
-                println!("NONDETERMINISTIC: the same plan gave two traces; replay: {}", replay_command(&run));
+                println!(
+                    "NONDETERMINISTIC: the same plan gave two traces; replay: {}{}",
+                    replay_command(&run),
+                    mode.flag()
+                );
                 Ok(EXIT_NONDETERMINISM)
             }
         }
@@ -359,12 +540,96 @@ fn print_report(report: &Report, replay: &str) {
         "  injected: {} dropped, {} duplicated, {} reordered, {} partition-dropped, {} stream frames reset, {} crashes, {} pauses",
         f.dropped, f.duplicated, f.reordered, f.partition_dropped, f.stream_reset_dropped, f.crashes, f.pauses
     );
+    for (name, m) in [("custody", &report.custody), ("lock baseline", &report.lock_baseline)] {
+        let Some(m) = m else { continue };
+        println!(
+            "  {name}: {} consensus instances ({:.3} per task), {} coordination messages, {} tasks executed \
+             ({} duplicates), {:.1} tasks/s, cold p50/p99 {:.1}/{:.1} ms, hot p50/p99 {:.1}/{:.1} ms, \
+             {:.1} unavailable resource-s",
+            m.consensus_instances,
+            m.consensus_per_task,
+            m.coordination_messages,
+            m.tasks_executed,
+            m.duplicate_executions,
+            m.throughput_per_s,
+            m.latency_ms.cold.p50,
+            m.latency_ms.cold.p99,
+            m.latency_ms.hot.p50,
+            m.latency_ms.hot.p99,
+            m.unavailable_resource_seconds
+        );
+    }
     for check in &report.checks {
         println!("  [{}] {}: {}", if check.ok { " ok " } else { "FAIL" }, check.name, check.detail);
     }
     if report.verdict() != Verdict::Pass {
         println!("  replay: {replay}");
     }
+}
+
+/// `netsim compare`: both modes on one plan, as a table for a person.
+fn compare(run: &RunArgs, json: Option<&Path>, plot: Option<&Path>) -> Result<u8> {
+    if let Some(p) = plot
+        && p.extension().and_then(|e| e.to_str()) != Some("svg")
+    {
+        return Err(anyhow!(BadArgs(format!("--plot {}: plots are written as SVG (a .svg file)", p.display()))));
+    }
+    let plan = make_plan(&run.scenario, &run.size, run.seed)?;
+    let Some(w) = plan.tasks else {
+        return Err(anyhow!(BadArgs(format!(
+            "scenario {} has no workload to compare; add one with --tasks N",
+            run.scenario
+        ))));
+    };
+    let report = netsim::run_modes(plan, netsim::Modes::Both);
+    let distribution = match w.distribution {
+        netsim::plan::Distribution::Uniform => "uniform".to_string(),
+        netsim::plan::Distribution::Zipf { s } => format!("Zipf({s})"),
+        netsim::plan::Distribution::Hot { fraction } => format!("{}% on r0", fraction * 100.0),
+    };
+    println!(
+        "{} seed {}: {} nodes, {} tasks over {} resources ({distribution}), {} ms tasks, {} faults; {:.0} s simulated; \
+         {} ({:.1} s wall)",
+        report.scenario,
+        report.seed,
+        report.nodes,
+        w.count,
+        w.resources,
+        w.task_ms,
+        report.fault_plan.faults.len(),
+        report.sim_seconds,
+        report.result.to_uppercase(),
+        report.wall_ms as f64 / 1000.0
+    );
+    println!();
+    print!("{}", netsim::metrics::table(&report));
+    println!();
+    println!("invariants:");
+    for line in netsim::metrics::invariant_lines(&report) {
+        println!("  {line}");
+    }
+    let failed: Vec<&netsim::report::Check> = report.checks.iter().filter(|c| !c.ok).collect();
+    for check in &failed {
+        println!("  [FAIL] {}: {}", check.name, check.detail);
+    }
+    if report.verdict() != Verdict::Pass {
+        println!("  replay: {} --mode both", replay_command(run));
+    }
+    if let Some(path) = plot {
+        let (Some(c), Some(l)) = (&report.custody, &report.lock_baseline) else {
+            return Err(anyhow!("both modes must have run to plot"));
+        };
+        let title = format!("{} seed {}: consensus instances over tasks served", report.scenario, report.seed);
+        netsim::metrics::plot(
+            path,
+            &title,
+            &[("custody", c.consensus_curve.as_slice()), ("lock baseline", l.consensus_curve.as_slice())],
+        )
+        .map_err(|e| anyhow!("writing the plot {}: {e}", path.display()))?;
+        println!("plot: {}", path.display());
+    }
+    write_json(json, &report)?;
+    Ok(report.verdict().exit_code())
 }
 
 #[derive(Serialize)]
@@ -386,7 +651,8 @@ struct SweepLine {
 
 #[derive(Serialize)]
 struct SweepSummary {
-    nodes: usize,
+    /// `null`: each scenario's own number.
+    nodes: Option<usize>,
     duration_s: u64,
     runs: Vec<SweepLine>,
     total: usize,
@@ -572,5 +838,38 @@ mod tests {
         assert_eq!(parse_duration_s("2m"), Ok(120));
         assert_eq!(parse_duration_s("90"), Ok(90));
         assert!(parse_duration_s("5 days").is_err());
+    }
+
+    fn size_of(args: &[&str]) -> SizeArgs {
+        let cli = Cli::try_parse_from(["netsim", "run", "--scenario", "steady"].iter().chain(args)).expect("parses");
+        match cli.command {
+            Cmd::Run { run, .. } => run.size,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn workload_flags_override_and_replay() {
+        let args: Vec<&str> =
+            "--tasks 1000 --resources 20 --task-ms 3 --zipf --backlog --exec exp".split(' ').collect();
+        let size = size_of(&args);
+        let o = size.workload.overrides();
+        assert_eq!((o.tasks, o.resources, o.task_ms, o.rate), (Some(1000), Some(20), Some(3), None));
+        assert_eq!(o.distribution, Some(Distribution::Zipf { s: 1.1 }));
+        assert_eq!((o.arrivals, o.exec), (Some(Arrivals::Backlog), Some(ExecTime::Exponential)));
+        // The replay command carries them, and parses back to the same.
+        let flags = size.flags();
+        assert!(flags.contains("--zipf 1.1 --backlog --exec exp") && !flags.contains("--nodes"), "{flags}");
+        let again: Vec<&str> = flags.split(' ').collect();
+        assert_eq!(size_of(&again).workload.overrides(), o);
+        let o = size_of(&["--hot-fraction", "0.9", "--rate", "500", "--nodes", "7"]);
+        assert_eq!(o.workload.overrides().distribution, Some(Distribution::Hot { fraction: 0.9 }));
+        assert_eq!((o.nodes, o.params(1).unwrap().nodes), (Some(7), 7));
+        assert_eq!(size_of(&[]).params(1).unwrap().nodes, 0, "the scenario's own count");
+        assert!(size_of(&[]).workload.overrides().is_empty());
+        for conflict in [&["--zipf", "1.2", "--hot-fraction", "0.5"][..], &["--backlog", "--rate", "5"]] {
+            let args = ["netsim", "run", "--scenario", "steady"].iter().chain(conflict);
+            assert!(Cli::try_parse_from(args).is_err(), "{conflict:?}");
+        }
     }
 }

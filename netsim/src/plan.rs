@@ -34,30 +34,70 @@ pub struct Plan {
     pub tasks: Option<Workload>,
     /// What must hold.
     pub expect: Expect,
+    /// Which system runs the workload: custody, or the per-task-locking
+    /// baseline ([`crate::baseline`]).
+    #[serde(default)]
+    pub mode: Mode,
+}
+
+/// Which system runs a plan's workload. Both run over the same cluster
+/// (SWIM and the epoch store run in either), the same network and faults,
+/// and the same tasks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Ring custody: tasks go to their resource's custodian, which runs them
+    /// one at a time per resource; coordination only on membership change.
+    #[default]
+    Custody,
+    /// The per-task-locking baseline: workers take tasks from a durable
+    /// queue and lock each task's resource at a lock service played by the
+    /// epoch store's Raft group.
+    Lock,
+}
+
+impl Mode {
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Custody => "custody",
+            Mode::Lock => "lock",
+        }
+    }
 }
 
 /// Tasks submitted by simulated clients, generated as they arrive (never
 /// all up front).
 ///
-/// Task `k` is named `t{k}` and targets a resource `r{j}` drawn uniformly
-/// from `0..resources`. Each goes, with `wait`, to a random running node
-/// that knows a configuration. A client answered `Busy` or `Unavailable`
-/// retries after `retry_ms` with the same task id (submits are idempotent),
-/// and so does a client whose node stopped before answering; past
-/// `max_attempts` submits it gives up.
+/// Task `k` is named `t{k}` and targets a resource `r{j}` drawn from
+/// `0..resources` by the [`Distribution`]; its resource, its execution time
+/// and its arrival gap are functions of the run's seed and `k` alone (see
+/// [`crate::workload::TaskGen`]), so every mode of a run (custody, the lock
+/// baseline) sees the very same work. Each goes, with `wait`, to a random
+/// running node that knows a configuration. A client answered `Busy` or
+/// `Unavailable` retries after `retry_ms` with the same task id (submits are
+/// idempotent), and so does a client whose node stopped before answering;
+/// past `max_attempts` submits it gives up.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Workload {
     /// Tasks in all.
     pub count: u64,
     /// Resources they spread over.
     pub resources: u64,
-    /// Arrivals per simulated second.
+    /// How tasks spread over the resources (default uniform).
+    #[serde(default)]
+    pub distribution: Distribution,
+    /// Arrivals per simulated second (unused by a backlog).
     pub rate: f64,
     /// How arrivals are spaced.
     pub arrivals: Arrivals,
-    /// How long every task runs, in milliseconds of true time (at most the
-    /// configuration's `d_max`).
+    /// How long a task runs, in milliseconds of true time: every task (fixed
+    /// execution times), or on average (exponential ones). At most the
+    /// configuration's `d_max`.
     pub task_ms: u64,
+    /// Whether execution times are fixed or exponential (default fixed).
+    #[serde(default)]
+    pub exec: ExecTime,
     /// When the first task arrives, in simulated milliseconds.
     pub start_at_ms: u64,
     /// How long a client waits before submitting again, in milliseconds.
@@ -75,13 +115,84 @@ pub enum Arrivals {
     /// A Poisson process: exponential gaps of mean `1/rate`, drawn from the
     /// run's seed.
     Poisson,
+    /// A fixed backlog: every task is there at `start_at_ms`. The clients
+    /// hand them out [`BACKLOG_BATCH`] per simulated millisecond, in order,
+    /// so the event queue never holds the whole backlog; a task's arrival
+    /// is when it is handed out.
+    Backlog,
+}
+
+/// Tasks of a backlog handed out per simulated millisecond.
+pub const BACKLOG_BATCH: u64 = 1_000;
+
+/// How a workload's tasks spread over its resources.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Distribution {
+    /// Every resource equally likely.
+    #[default]
+    Uniform,
+    /// Zipf: resource `j` (the `j+1`-th most popular) with probability
+    /// proportional to `1/(j+1)^s`; resource 0 is the hottest.
+    Zipf {
+        /// The exponent (1.1 is a realistic skew).
+        s: f64,
+    },
+    /// A share of the tasks on resource 0, the rest uniform over the others.
+    Hot {
+        /// The share on resource 0, in [0, 1] (0.9: the seed's scenario).
+        fraction: f64,
+    },
+}
+
+impl Distribution {
+    /// The usual Zipf exponent.
+    pub const ZIPF_S: f64 = 1.1;
+    /// Most resources a Zipf distribution may spread over (its table holds
+    /// one number per resource).
+    pub const ZIPF_RESOURCES_MAX: u64 = 10_000_000;
+
+    /// The resource that takes the hot share, if there is one: resource 0
+    /// of a hot workload.
+    pub fn hot_resource(&self) -> Option<u64> {
+        matches!(self, Distribution::Hot { .. }).then_some(0)
+    }
+}
+
+/// How long each task runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExecTime {
+    /// Every task runs exactly `task_ms`.
+    #[default]
+    Fixed,
+    /// Exponential with mean `task_ms`, cut at [`ExecTime::EXP_CAP`] times
+    /// the mean (a task must end by `d_max`).
+    Exponential,
+}
+
+impl ExecTime {
+    /// An exponential execution time is cut at this many times its mean
+    /// (the chance of reaching it is e⁻¹⁰ ≈ 4.5·10⁻⁵).
+    pub const EXP_CAP: u64 = 10;
+
+    /// The longest a task of mean `task_ms` may run, in milliseconds.
+    pub fn max_ms(self, task_ms: u64) -> u64 {
+        match self {
+            ExecTime::Fixed => task_ms,
+            ExecTime::Exponential => task_ms.saturating_mul(ExecTime::EXP_CAP),
+        }
+    }
 }
 
 impl Workload {
     /// When the last arrival is due (even spacing; the Poisson process ends
     /// around then), in simulated milliseconds.
     pub fn nominal_end_ms(&self) -> u64 {
-        self.start_at_ms + (self.count as f64 * 1000.0 / self.rate) as u64
+        match self.arrivals {
+            Arrivals::Backlog => self.start_at_ms + self.count / BACKLOG_BATCH,
+            Arrivals::Even | Arrivals::Poisson => self.start_at_ms + (self.count as f64 * 1000.0 / self.rate) as u64,
+        }
     }
 
     /// Checks counts, rate and timings against the run.
@@ -93,8 +204,39 @@ impl Workload {
             return Err(format!("task rate {} per second is outside (0, 10⁶]", self.rate));
         }
         let d_max_ms = u64::try_from(config.d_max.as_millis()).unwrap_or(u64::MAX);
-        if self.task_ms > d_max_ms {
-            return Err(format!("tasks of {} ms outlast d_max ({d_max_ms} ms)", self.task_ms));
+        let longest = self.exec.max_ms(self.task_ms);
+        if longest > d_max_ms {
+            return Err(match self.exec {
+                ExecTime::Fixed => format!("tasks of {} ms outlast d_max ({d_max_ms} ms)", self.task_ms),
+                ExecTime::Exponential => format!(
+                    "exponential tasks of mean {} ms run up to {longest} ms ({}× the mean), beyond d_max ({d_max_ms} ms)",
+                    self.task_ms,
+                    ExecTime::EXP_CAP
+                ),
+            });
+        }
+        match self.distribution {
+            Distribution::Uniform => {}
+            Distribution::Zipf { s } => {
+                if !(s.is_finite() && s > 0.0 && s <= 100.0) {
+                    return Err(format!("Zipf exponent {s} is outside (0, 100]"));
+                }
+                if self.resources > Distribution::ZIPF_RESOURCES_MAX {
+                    return Err(format!(
+                        "a Zipf workload spreads over at most {} resources (got {})",
+                        Distribution::ZIPF_RESOURCES_MAX,
+                        self.resources
+                    ));
+                }
+            }
+            Distribution::Hot { fraction } => {
+                if !(0.0..=1.0).contains(&fraction) {
+                    return Err(format!("hot fraction {fraction} is outside [0, 1]"));
+                }
+                if fraction < 1.0 && self.resources < 2 {
+                    return Err("a hot workload with cold tasks needs at least two resources".into());
+                }
+            }
         }
         if self.start_at_ms > duration_ms {
             return Err(format!("the workload starts at {} ms, after the end ({duration_ms} ms)", self.start_at_ms));

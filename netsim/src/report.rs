@@ -42,6 +42,20 @@ pub struct Report {
     pub handoffs: Handoffs,
     /// Each check and its outcome.
     pub checks: Vec<Check>,
+    /// The task invariants (handoff reference, section 6.2), one entry per
+    /// invariant and mode; each is also among `checks`, where it decides
+    /// the verdict. Empty without a workload.
+    #[serde(default)]
+    pub invariants: Vec<Invariant>,
+    /// Custody's numbers, when custody ran (see [`ModeMetrics`]).
+    #[serde(default)]
+    pub custody: Option<ModeMetrics>,
+    /// The per-task-locking baseline's numbers, when it ran.
+    #[serde(default)]
+    pub lock_baseline: Option<ModeMetrics>,
+    /// The baseline over custody, when both ran on the same plan.
+    #[serde(default)]
+    pub ratios: Option<Ratios>,
     /// `"pass"` or `"fail"`.
     pub result: String,
     /// A hash of every output of every node, in order, with its time: two
@@ -206,6 +220,42 @@ pub struct Check {
     pub detail: String,
 }
 
+/// One task invariant over one mode's trace (see [`crate::checker::invariants`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invariant {
+    /// Its number in the handoff reference: `"I1"`, `"I2"`, `"I4"`, …
+    pub name: String,
+    /// The mode whose trace it was checked on.
+    pub mode: crate::plan::Mode,
+    /// Whether it held.
+    pub ok: bool,
+    /// Offences counted (0 when it held).
+    pub violations: u64,
+    /// Numbers behind the verdict; on a violation, the first offending
+    /// execution or pair of them.
+    pub detail: String,
+    /// What it asserts, in a few words.
+    pub about: String,
+    /// Safety or liveness: decides the exit code when it fails.
+    pub kind: CheckKind,
+}
+
+impl Invariant {
+    /// The invariant as a check of the report (where the verdict reads it).
+    pub fn to_check(&self) -> Check {
+        Check {
+            name: format!("{} ({}) {}", self.name, self.mode.name(), self.about),
+            ok: self.ok,
+            kind: self.kind,
+            detail: if self.ok || self.violations == 0 {
+                self.detail.clone()
+            } else {
+                format!("{} violations: {}", self.violations, self.detail)
+            },
+        }
+    }
+}
+
 /// Which promise a check is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -256,4 +306,134 @@ impl Report {
     pub fn first_failure(&self) -> Option<&Check> {
         self.checks.iter().find(|c| !c.ok)
     }
+}
+
+/// One mode's numbers, defined identically for custody and the lock
+/// baseline so the two compare (see [`crate::metrics`] for how each is
+/// measured).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModeMetrics {
+    /// `"custody"` or `"lock"`.
+    pub mode: crate::plan::Mode,
+    /// Committed consensus entries: epochs and suspicion votes of the epoch
+    /// store (both modes), plus the lock service's enqueues, acquires,
+    /// marks, releases and session entries (the baseline).
+    pub consensus_instances: u64,
+    /// The same, by kind.
+    pub consensus_by_kind: ConsensusByKind,
+    /// Consensus instances per task executed.
+    pub consensus_per_task: f64,
+    /// Messages between nodes of the coordination layer: every epoch-store
+    /// frame (Raft, leases, votes, epoch fetches; both modes), custody's
+    /// handoff frames (transfers and their acks; custody), and every leg of
+    /// the lock service (requests, replication, acks, answers, grant and
+    /// hand-out notifications; the baseline). SWIM and the tasks' data path
+    /// are not coordination.
+    pub coordination_messages: u64,
+    /// The same, by kind.
+    pub coordination_by_kind: CoordinationByKind,
+    /// Custody handoffs (transfer messages received) from the first fault
+    /// on; the formed cluster's initial spreading of custody is not
+    /// counted. 0 for the baseline, which hands nothing off.
+    pub handoffs: u64,
+    /// Resources those handoffs moved (0 for the baseline).
+    pub resources_moved: u64,
+    /// Distinct tasks that ran at least once.
+    pub tasks_executed: u64,
+    /// Distinct tasks served: one of their executions ran its full time.
+    pub tasks_served: u64,
+    /// Executions beyond the first of their task.
+    pub duplicate_executions: u64,
+    /// Tasks served per simulated second, from the first arrival to the
+    /// last task served.
+    pub throughput_per_s: f64,
+    /// From a task's arrival to the end of its first execution that ran its
+    /// full time (not cut short by a crash), over served tasks; hot = tasks
+    /// of the hot resource (resource 0 of a hot workload), cold = all
+    /// others (every task without a hot resource).
+    pub latency_ms: HotCold,
+    /// Σ over resources of the simulated seconds during which the resource
+    /// had an arrived task not yet served and no execution of it was
+    /// running (queued behind nothing of its own: waiting for a lock, a
+    /// worker, a custodian or a handoff); counted until the end of the run
+    /// for tasks never served.
+    pub unavailable_resource_seconds: f64,
+    /// Simulated seconds the mode ran: the plan's duration, and for the
+    /// baseline any time past it spent working off its backlog (no arrivals
+    /// or faults come after the plan's end).
+    pub run_seconds: f64,
+    /// Events simulated.
+    pub events: u64,
+    /// Wall-clock milliseconds of the run.
+    pub wall_ms: u64,
+    /// The run's trace hash.
+    pub trace_hash: String,
+    /// The baseline's own counters (reads, retries, sessions), in lock mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<crate::baseline::LockCounts>,
+    /// Cumulative consensus instances over tasks served, as `(tasks served,
+    /// instances)` points (for `netsim compare --plot`; not in the JSON).
+    #[serde(skip)]
+    pub consensus_curve: Vec<(u64, u64)>,
+}
+
+/// Consensus instances by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsensusByKind {
+    /// Epochs committed.
+    pub epochs: u64,
+    /// Suspicion votes committed.
+    pub suspicion_votes: u64,
+    /// Durable enqueues (baseline).
+    pub enqueue: u64,
+    /// Lock acquisitions (baseline).
+    pub acquire: u64,
+    /// "Executed" marks (baseline).
+    pub mark: u64,
+    /// Lock releases (baseline).
+    pub release: u64,
+    /// Session opens, closes and expiries (baseline).
+    pub session: u64,
+}
+
+/// Coordination messages by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoordinationByKind {
+    /// Epoch-store frames (both modes).
+    pub epoch_store: u64,
+    /// Custody handoff frames (custody).
+    pub handoff: u64,
+    /// Lock-service legs (baseline).
+    pub lock_service: u64,
+}
+
+/// Latency of hot and cold tasks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct HotCold {
+    /// Tasks of the hot resource (all zero without one).
+    pub hot: P50P99,
+    /// Every other task.
+    pub cold: P50P99,
+}
+
+/// Percentiles in milliseconds, over `tasks` tasks (zero when none).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct P50P99 {
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Tasks measured.
+    pub tasks: u64,
+}
+
+/// The baseline over custody, both on the same plan.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Ratios {
+    /// Consensus instances per task executed, baseline over custody.
+    pub consensus_per_task_lock_over_custody: Option<f64>,
+    /// Cold tasks' p99 latency, baseline over custody.
+    pub cold_p99_lock_over_custody: Option<f64>,
+    /// Throughput, custody over baseline.
+    pub throughput_custody_over_lock: Option<f64>,
 }
