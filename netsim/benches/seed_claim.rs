@@ -24,8 +24,7 @@ fn main() {
     let seed = args.get(1).copied().unwrap_or(1);
     let seed_claim = scenario::find("seed-claim").expect("seed-claim exists");
     for round in 1..=rounds {
-        let plan =
-            seed_claim.plan(&Params::new(seed_claim.nodes, seed, 120, Config::lan())).expect("a valid plan");
+        let plan = seed_claim.plan(&Params::new(seed_claim.nodes, seed, 120, Config::lan())).expect("a valid plan");
         let started = std::time::Instant::now();
         let report = run_modes(plan, Modes::Both);
         let wall = started.elapsed().as_secs_f64();
