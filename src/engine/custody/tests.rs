@@ -30,6 +30,24 @@ fn resource_owned_by(config: &Configuration, owner: &NodeId, prefix: &str) -> St
     (0..10_000).map(|i| format!("{prefix}{i}")).find(|r| ring.owner(r) == Some(owner)).expect("some resource")
 }
 
+/// Custody of `me` (d_max 100 ms, 8 workers) that has learned `config`.
+fn custody_at(me: &NodeId, config: &Configuration, now: Instant) -> Custody {
+    let mut c = Custody::new(me.clone(), Duration::from_millis(100), 8);
+    c.on_epoch(config, now);
+    c
+}
+
+/// Epoch 1 (a alone), epoch 2 (b joins), a resource `r` that epoch 2 gives
+/// to b, and a's custody at epoch 1 with task `t1` of `r` queued.
+fn t1_on_a_moving_to_b() -> (NodeId, NodeId, Configuration, Configuration, String, Custody) {
+    let (a, b) = (id(1), id(2));
+    let (c1, c2) = two_epochs(&a, &b);
+    let mut ca = custody_at(&a, &c1, T0);
+    let r = resource_owned_by(&c2, &b, "acct");
+    submit_from(&mut ca, 5, 1, task("t1", &r));
+    (a, b, c1, c2, r, ca)
+}
+
 fn founder(workers: usize) -> (Custody, NodeId, Configuration) {
     let a = id(1);
     let c1 = Configuration::first(9, a.clone(), 16, 3);
@@ -187,8 +205,7 @@ fn without_a_lease_nothing_starts_and_submits_are_not_ready() {
 fn a_moved_range_seals_waits_for_the_running_task_then_transfers_everything() {
     let (a, b) = (id(1), id(2));
     let (c1, c2) = two_epochs(&a, &b);
-    let mut ca = Custody::new(a.clone(), Duration::from_millis(100), 8);
-    ca.on_epoch(&c1, T0);
+    let mut ca = custody_at(&a, &c1, T0);
     let r = resource_owned_by(&c2, &b, "acct");
     for i in 1..=3 {
         submit_from(&mut ca, 5, i, task(&format!("t{i}"), &r));
@@ -222,8 +239,7 @@ fn a_moved_range_seals_waits_for_the_running_task_then_transfers_everything() {
 
     // b takes custody and runs t2 with a higher token; a retry of t1 is
     // recognised there.
-    let mut cb = Custody::new(b.clone(), Duration::from_millis(100), 8);
-    cb.on_epoch(&c2, at(2));
+    let mut cb = custody_at(&b, &c2, at(2));
     let unavailable_before = cb.info().ranges_unavailable;
     assert!(unavailable_before > 0, "b owns ranges it does not hold yet");
     assert_eq!(submit_from(&mut cb, 5, 1, task("t4", &r)), TaskMsg::NotReady { req: 1 });
@@ -255,16 +271,10 @@ fn a_moved_range_seals_waits_for_the_running_task_then_transfers_everything() {
 
 #[test]
 fn a_duplicate_transfer_is_acknowledged_and_not_applied_twice() {
-    let (a, b) = (id(1), id(2));
-    let (c1, c2) = two_epochs(&a, &b);
-    let mut ca = Custody::new(a.clone(), Duration::from_millis(100), 8);
-    ca.on_epoch(&c1, T0);
-    let r = resource_owned_by(&c2, &b, "acct");
-    submit_from(&mut ca, 5, 1, task("t1", &r));
+    let (a, b, _, c2, _, mut ca) = t1_on_a_moving_to_b();
     ca.on_epoch(&c2, at(1));
     let ts = transfers(&outputs(&mut ca));
-    let mut cb = Custody::new(b.clone(), Duration::from_millis(100), 8);
-    cb.on_epoch(&c2, at(1));
+    let mut cb = custody_at(&b, &c2, at(1));
     for (_, t) in &ts {
         cb.on_transfer(a.addr, t.clone(), at(2));
     }
@@ -284,8 +294,7 @@ fn a_duplicate_transfer_is_acknowledged_and_not_applied_twice() {
 fn unacknowledged_transfers_are_resent_until_acknowledged() {
     let (a, b) = (id(1), id(2));
     let (c1, c2) = two_epochs(&a, &b);
-    let mut ca = Custody::new(a.clone(), Duration::from_millis(100), 8);
-    ca.on_epoch(&c1, T0);
+    let mut ca = custody_at(&a, &c1, T0);
     ca.on_epoch(&c2, T0);
     let first = transfers(&outputs(&mut ca));
     // Everything for b goes in one transfer, one part per moved arc.
@@ -308,8 +317,7 @@ fn unacknowledged_transfers_are_resent_until_acknowledged() {
 fn an_acknowledgement_from_the_wrong_node_or_for_an_unknown_transfer_is_ignored() {
     let (a, b) = (id(1), id(2));
     let (c1, c2) = two_epochs(&a, &b);
-    let mut ca = Custody::new(a.clone(), Duration::from_millis(100), 8);
-    ca.on_epoch(&c1, T0);
+    let mut ca = custody_at(&a, &c1, T0);
     ca.on_epoch(&c2, T0);
     let ts = transfers(&outputs(&mut ca));
     ca.on_transfer_ack(id(3).addr, ts[0].1.id, T0);
@@ -321,17 +329,11 @@ fn an_acknowledgement_from_the_wrong_node_or_for_an_unknown_transfer_is_ignored(
 
 #[test]
 fn a_transfer_for_an_epoch_not_learned_yet_waits_for_it() {
-    let (a, b) = (id(1), id(2));
-    let (c1, c2) = two_epochs(&a, &b);
-    let mut ca = Custody::new(a.clone(), Duration::from_millis(100), 8);
-    ca.on_epoch(&c1, T0);
-    let r = resource_owned_by(&c2, &b, "acct");
-    submit_from(&mut ca, 5, 1, task("t1", &r));
+    let (a, b, c1, c2, r, mut ca) = t1_on_a_moving_to_b();
     ca.on_epoch(&c2, T0);
     let ts = transfers(&outputs(&mut ca));
     // b knows epoch 1 only (it has not learned that it was admitted).
-    let mut cb = Custody::new(b.clone(), Duration::from_millis(100), 8);
-    cb.on_epoch(&c1, T0);
+    let mut cb = custody_at(&b, &c1, T0);
     for (_, t) in &ts {
         cb.on_transfer(a.addr, t.clone(), at(1));
     }
@@ -351,16 +353,14 @@ fn a_transfer_for_a_superseded_epoch_is_taken_and_passed_on_to_the_latest_custod
     let (c1, c2) = two_epochs(&a, &b);
     // Epoch 3: d joins, b leaves.
     let c3 = c2.next(&Changes { joins: vec![d.clone()], leaving: vec![b.clone()], ..Changes::default() }).unwrap();
-    let mut ca = Custody::new(a.clone(), Duration::from_millis(100), 8);
-    ca.on_epoch(&c1, T0);
+    let mut ca = custody_at(&a, &c1, T0);
     let r = resource_owned_by(&c2, &b, "acct");
     submit_from(&mut ca, 5, 1, task("t1", &r));
     ca.on_epoch(&c2, T0);
     let ts = transfers(&outputs(&mut ca));
     // b has already learned epoch 3 when a's transfer for epoch 2 arrives:
     // it takes it (dropping it would lose the tasks) and passes it on.
-    let mut cb = Custody::new(b.clone(), Duration::from_millis(100), 8);
-    cb.on_epoch(&c2, T0);
+    let mut cb = custody_at(&b, &c2, T0);
     cb.on_epoch(&c3, T0);
     outputs(&mut cb);
     for (_, t) in &ts {
@@ -380,8 +380,7 @@ fn a_receiver_removed_before_acknowledging_leaves_its_transfer_in_doubt() {
     let (a, b) = (id(1), id(2));
     let (c1, c2) = two_epochs(&a, &b);
     let c3 = c2.next(&Changes { removals: vec![b.clone()], ..Changes::default() }).unwrap();
-    let mut ca = Custody::new(a.clone(), Duration::from_millis(100), 8);
-    ca.on_epoch(&c1, T0);
+    let mut ca = custody_at(&a, &c1, T0);
     let r = resource_owned_by(&c2, &b, "acct");
     submit_from(&mut ca, 5, 1, task("t1", &r));
     ca.on_epoch(&c2, T0);
@@ -404,8 +403,7 @@ fn the_gateway_routes_follows_a_redirect_retries_and_answers_the_client() {
     let r = resource_owned_by(&c2, &b, "acct");
     // A gateway g that knows epoch 1: r is a's there.
     let g = id(7);
-    let mut cg = Custody::new(g.clone(), Duration::from_millis(100), 8);
-    cg.on_epoch(&c1, T0);
+    let mut cg = custody_at(&g, &c1, T0);
     let client = ClientId(1);
     cg.submit(client, task("t1", &r), true, T0, true);
     let first = sent(&outputs(&mut cg));
@@ -506,14 +504,12 @@ fn ring_split_covers_a_span_exactly_with_one_owner_per_piece() {
 fn a_transfer_for_another_life_at_the_address_is_not_taken() {
     let (a, b) = (id(1), id(2));
     let (c1, c2) = two_epochs(&a, &b);
-    let mut ca = Custody::new(a.clone(), Duration::from_millis(100), 8);
-    ca.on_epoch(&c1, T0);
+    let mut ca = custody_at(&a, &c1, T0);
     ca.on_epoch(&c2, T0);
     let ts = transfers(&outputs(&mut ca));
     // b restarted as a new life before the transfer arrived.
     let b2 = NodeId::new(b.addr, 2, "n2");
-    let mut cb2 = Custody::new(b2, Duration::from_millis(100), 8);
-    cb2.on_epoch(&c2, T0);
+    let mut cb2 = custody_at(&b2, &c2, T0);
     for (_, t) in &ts {
         cb2.on_transfer(a.addr, t.clone(), at(1));
     }
@@ -530,8 +526,7 @@ fn a_removed_life_hands_what_it_holds_to_the_custodians_once_its_tasks_end() {
     ca.on_epoch(&Configuration::first(9, a.clone(), 16, 3), T0);
     ca.on_epoch(&c2, T0);
     let ts = transfers(&outputs(&mut ca));
-    let mut cb = Custody::new(b.clone(), Duration::from_millis(100), 8);
-    cb.on_epoch(&c2, T0);
+    let mut cb = custody_at(&b, &c2, T0);
     for (_, t) in &ts {
         cb.on_transfer(a.addr, t.clone(), T0);
     }
@@ -560,8 +555,7 @@ fn a_removed_life_hands_what_it_holds_to_the_custodians_once_its_tasks_end() {
 fn sealed_parts_held_back_by_the_bound_go_once_an_acknowledgement_makes_room() {
     let (a, b) = (id(1), id(2));
     let (c1, c2) = two_epochs(&a, &b);
-    let mut ca = Custody::new(a.clone(), Duration::from_millis(100), 8);
-    ca.on_epoch(&c1, T0);
+    let mut ca = custody_at(&a, &c1, T0);
     // As many transfers outstanding as allowed (stand-ins, to some c).
     let filler = Transfer {
         id: 0,
@@ -615,19 +609,13 @@ fn a_waiting_gateway_reminds_the_custodian_and_a_reminder_adds_no_second_waiter(
 
 #[test]
 fn a_retry_of_a_task_that_ran_is_told_the_token_it_ran_with() {
-    let (a, b) = (id(1), id(2));
-    let (c1, c2) = two_epochs(&a, &b);
-    let mut ca = Custody::new(a.clone(), Duration::from_millis(100), 8);
-    ca.on_epoch(&c1, T0);
-    let r = resource_owned_by(&c2, &b, "acct");
-    submit_from(&mut ca, 5, 1, task("t1", &r));
+    let (a, b, _, c2, r, mut ca) = t1_on_a_moving_to_b();
     ca.pump(T0, true);
     outputs(&mut ca);
     ca.finished(&r, 1, Outcome::Ok(vec![]), at(1));
     ca.on_epoch(&c2, at(1));
     let ts = transfers(&outputs(&mut ca));
-    let mut cb = Custody::new(b.clone(), Duration::from_millis(100), 8);
-    cb.on_epoch(&c2, at(1));
+    let mut cb = custody_at(&b, &c2, at(1));
     for (_, t) in &ts {
         cb.on_transfer(a.addr, t.clone(), at(2));
     }
