@@ -37,7 +37,7 @@ use crate::plan::{ClockSpec, Fault, Latency, LinkModel, Mode, Plan, TaskExpect};
 use crate::report::{
     Check, CheckKind, Epochs, FaultsInjected, Handoffs, Invariant, Membership, Moved, Report, Tasks, Traffic,
 };
-use crate::workload::{ClientAction, Clients, parse_index};
+use crate::workload::{ClientAction, Clients, mix, parse_index};
 
 /// How often, in simulated time, convergence is checked after the last
 /// fault.
@@ -61,14 +61,6 @@ pub fn node_index(addr: SocketAddr) -> Option<usize> {
         }
         _ => None,
     }
-}
-
-/// SplitMix64: spreads a seed into independent-looking seeds.
-fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
 }
 
 /// FNV-1a, 64 bits: a stable hash of the trace (no std hasher, whose output

@@ -48,6 +48,23 @@ fn t1_on_a_moving_to_b() -> (NodeId, NodeId, Configuration, Configuration, Strin
     (a, b, c1, c2, r, ca)
 }
 
+/// `me`'s custody at `config`, after taking `transfers` from `from` (its
+/// acknowledgements drained).
+fn received_by(
+    me: &NodeId,
+    config: &Configuration,
+    from: SocketAddr,
+    transfers: &[(SocketAddr, Transfer)],
+    now: Instant,
+) -> Custody {
+    let mut c = custody_at(me, config, now);
+    for (_, t) in transfers {
+        c.on_transfer(from, t.clone(), now);
+    }
+    outputs(&mut c);
+    c
+}
+
 fn founder(workers: usize) -> (Custody, NodeId, Configuration) {
     let a = id(1);
     let c1 = Configuration::first(9, a.clone(), 16, 3);
@@ -274,11 +291,7 @@ fn a_duplicate_transfer_is_acknowledged_and_not_applied_twice() {
     let (a, b, _, c2, _, mut ca) = t1_on_a_moving_to_b();
     ca.on_epoch(&c2, at(1));
     let ts = transfers(&outputs(&mut ca));
-    let mut cb = custody_at(&b, &c2, at(1));
-    for (_, t) in &ts {
-        cb.on_transfer(a.addr, t.clone(), at(2));
-    }
-    outputs(&mut cb);
+    let mut cb = received_by(&b, &c2, a.addr, &ts, at(2));
     let queued = cb.info().tasks_queued;
     let received = cb.stats().transfers_received;
     // The acknowledgement was lost: a sends again.
@@ -615,11 +628,7 @@ fn a_retry_of_a_task_that_ran_is_told_the_token_it_ran_with() {
     ca.finished(&r, 1, Outcome::Ok(vec![]), at(1));
     ca.on_epoch(&c2, at(1));
     let ts = transfers(&outputs(&mut ca));
-    let mut cb = custody_at(&b, &c2, at(1));
-    for (_, t) in &ts {
-        cb.on_transfer(a.addr, t.clone(), at(2));
-    }
-    outputs(&mut cb);
+    let mut cb = received_by(&b, &c2, a.addr, &ts, at(2));
     // t1 ran at a with token (1, 1); b, custodian since epoch 2, says so.
     cb.on_submit(id(5).addr, 9, task("t1", &r), true, true, at(3));
     let answers = sent(&outputs(&mut cb));
