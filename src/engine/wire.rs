@@ -191,7 +191,8 @@ pub enum TaskMsg {
 /// Custody of a part of the hash space, moving from one node to another.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transfer {
-    /// Numbers the sender's transfers (per sender life), for deduplication.
+    /// Numbers the sender's transfers (per sender life); the receiver's
+    /// acknowledgement names it.
     pub id: u64,
     /// The sender's incarnation (with its address, the sender's life).
     pub from_incarnation: u64,
@@ -201,9 +202,6 @@ pub struct Transfer {
     pub epoch: u64,
     /// The parts of the hash space.
     pub spans: Vec<Span>,
-    /// The sender's lowest transfer id not acknowledged yet: the receiver may
-    /// forget the ids below it.
-    pub unacked_floor: u64,
     /// Every resource in `spans` that has state.
     pub resources: Vec<ResourceState>,
 }

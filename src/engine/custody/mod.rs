@@ -14,7 +14,10 @@
 //! the running ones finished the node sends their state to the new
 //! custodian, which takes custody (**active** there) and acknowledges. The
 //! sender keeps the sealed state until the acknowledgement comes, resending
-//! it; a receiver takes each transfer once. A range the node owns but holds
+//! it; a receiver takes each transfer once, for as long as it lives:
+//! custody of a point moves along strictly increasing epochs, so a copy of
+//! a transfer, however late and from whichever life, is told apart from a
+//! new one by the epoch this node last took that point at (`marks`). A range the node owns but holds
 //! no piece of is **acquiring**: its tasks are refused as not ready until
 //! the state arrives, and, when the previous custodian crashed, until
 //! recovery (a later step) rebuilds it. Nothing is ever taken over without a
@@ -31,7 +34,7 @@
 //! newer epoch, retries while the custodian is not ready, and answers the
 //! client.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +49,7 @@ use super::task::{
 };
 use super::time::Instant;
 use super::wire::{Completed, CustodyInfo, PendingTask, ResourceState, Response, Submitted, TaskMsg, Transfer, Waiter};
+use marks::Marks;
 
 /// Submits a gateway tracks at once (waiting for acceptance or an outcome);
 /// past it, new submits get `Busy`.
@@ -120,6 +124,9 @@ pub struct CustodyStats {
     pub transfers_sent: u64,
     /// Transfers received (first copies).
     pub transfers_received: u64,
+    /// Copies of transfers refused, in whole or in part: a part they carry
+    /// was taken by this node at their epoch or later (see [`marks`]).
+    pub transfers_refused: u64,
     /// Parts of the ring received by transfers.
     pub ranges_received: u64,
     /// Resources received by transfers.
@@ -231,8 +238,9 @@ pub(crate) struct Custody {
     /// Sealed parts wait for room among the outgoing transfers.
     held_back: bool,
     next_transfer: u64,
-    /// Transfer ids taken, per sender life.
-    received: BTreeMap<(SocketAddr, u64), BTreeSet<u64>>,
+    /// The highest epoch at which this node took each point of the hash
+    /// space: what a transfer must exceed to be taken.
+    marks: Marks,
     gateway: BTreeMap<u64, Pending>,
     next_req: u64,
     outputs: Vec<CustodyOutput>,
@@ -256,7 +264,7 @@ impl Custody {
             outgoing: BTreeMap::new(),
             held_back: false,
             next_transfer: 1,
-            received: BTreeMap::new(),
+            marks: Marks::default(),
             gateway: BTreeMap::new(),
             next_req: 1,
             outputs: Vec::new(),
@@ -310,6 +318,7 @@ impl Custody {
         // The founder's first configuration: custody of the whole circle.
         if first && config.epoch == 1 && config.contains(&self.me) && self.pieces.is_empty() {
             let span = Span { start: 0, end: 0 };
+            self.marks.raise(span, 1);
             self.pieces.insert(0, Piece { span, act_epoch: 1, epoch: 1, role: Role::Active });
         }
         // Receivers removed from the configuration never acknowledge: their
@@ -321,7 +330,6 @@ impl Custody {
                 tracing::warn!(to = %o.to, parts = o.message.spans.len(), "handoff receiver removed before acknowledging");
             }
         }
-        self.received.retain(|(addr, inc), _| config.member(*addr).is_some_and(|m| m.id.incarnation == *inc));
         self.recut(now);
     }
 
@@ -732,7 +740,6 @@ impl Custody {
         if !parts.is_empty() {
             chunks.push((parts, states));
         }
-        let floor = self.outgoing.keys().next().copied().unwrap_or(self.next_transfer);
         for (spans, resources) in chunks {
             let id = self.next_transfer;
             self.next_transfer += 1;
@@ -742,7 +749,6 @@ impl Custody {
                 to_incarnation: to.incarnation,
                 epoch,
                 spans,
-                unacked_floor: floor.min(id),
                 resources,
             };
             tracing::debug!(to = %to, epoch, id, parts = message.spans.len(), resources = message.resources.len(), "handing off");
@@ -752,6 +758,14 @@ impl Custody {
     }
 
     /// A transfer from `from`: take custody (once), acknowledge (always).
+    ///
+    /// A part is taken only if its epoch is above this node's mark for
+    /// every point of it ([`marks`]) and no piece held here overlaps it.
+    /// That makes "each transfer is taken once" hold for the life of the
+    /// node by construction: a copy arriving after any delay, from a sender
+    /// that is paused, cut off, removed or renamed, finds its parts marked
+    /// and is acknowledged without being applied, so state taken earlier is
+    /// never rolled back to its state at seal time.
     pub(crate) fn on_transfer(&mut self, from: SocketAddr, t: Transfer, now: Instant) {
         if t.to_incarnation != self.me.incarnation {
             // For an earlier (or later) life at this address: not ours to
@@ -760,25 +774,26 @@ impl Custody {
             return;
         }
         let ack = TaskMsg::TransferAck { id: t.id };
-        let seen = self.received.entry((from, t.from_incarnation)).or_default();
-        let fresh = seen.insert(t.id);
-        seen.retain(|&id| id >= t.unacked_floor || id == t.id);
-        if fresh {
+        let (fresh, stale): (Vec<Span>, Vec<Span>) = t.spans.iter().partition(|&&span| self.may_take(span, t.epoch));
+        if !stale.is_empty() {
+            self.stats.transfers_refused += 1;
+            tracing::debug!(from = %from, id = t.id, epoch = t.epoch, parts = stale.len(), "a copy of parts taken already: refused");
+        }
+        if !fresh.is_empty() {
             self.stats.transfers_received += 1;
-            self.stats.resources_received += t.resources.len() as u64;
+            self.stats.ranges_received += fresh.len() as u64;
             for state in t.resources {
-                self.stats.tasks_received += state.pending.len() as u64;
-                self.take_resource(state);
-            }
-            self.stats.ranges_received += t.spans.len() as u64;
-            let role = if t.epoch > self.epoch { Role::Waiting } else { Role::Active };
-            tracing::debug!(from = %from, parts = t.spans.len(), epoch = t.epoch, "took custody");
-            for span in t.spans {
-                if let Some(clash) = self.pieces.values().find(|p| overlaps(p.span, span)) {
-                    // Two holders of one part: a protocol bug. Keep both
-                    // states (nothing is dropped) and say so loudly.
-                    tracing::error!(held = %clash.span, received = %span, "received a part of the ring this node already holds");
+                let point = Ring::key_hash(&state.resource);
+                if fresh.iter().any(|span| span.contains(point)) {
+                    self.stats.resources_received += 1;
+                    self.stats.tasks_received += state.pending.len() as u64;
+                    self.take_resource(state);
                 }
+            }
+            let role = if t.epoch > self.epoch { Role::Waiting } else { Role::Active };
+            tracing::debug!(from = %from, parts = fresh.len(), epoch = t.epoch, "took custody");
+            for span in fresh {
+                self.marks.raise(span, t.epoch);
                 self.pieces.insert(span.end, Piece { span, act_epoch: t.epoch, epoch: t.epoch, role: role.clone() });
             }
             self.recut(now);
@@ -786,8 +801,30 @@ impl Custody {
         self.outputs.push(CustodyOutput::Send(from, ack));
     }
 
+    /// Whether a part carried by a transfer for `epoch` may be taken: no
+    /// point of it was taken at `epoch` or later, and no piece held here
+    /// overlaps it.
+    fn may_take(&self, span: Span, epoch: u64) -> bool {
+        if self.marks.highest(span) >= epoch {
+            return false;
+        }
+        if let Some(clash) = self.pieces.values().find(|p| overlaps(p.span, span)) {
+            // Two holders of one part: a protocol bug. What this node holds
+            // stays as it is; the copy is refused and the clash said loudly.
+            tracing::error!(held = %clash.span, received = %span, epoch, "received a part of the ring this node already holds");
+            return false;
+        }
+        true
+    }
+
     fn take_resource(&mut self, state: ResourceState) {
         let key: Key = (Ring::key_hash(&state.resource), state.resource);
+        if let Some(held) = self.resources.get(&key) {
+            // Only a held piece has resources, and no piece overlaps a part
+            // taken (see `may_take`); never roll a resource back regardless.
+            tracing::error!(resource = %key.1, held = held.last_seq, received = state.last_seq, "received a resource this node already holds; kept what it holds");
+            return;
+        }
         let bytes: usize = state.pending.iter().map(|t| t.task.weight()).sum();
         self.queued_total += state.pending.len();
         self.queued_bytes_total += bytes;
@@ -801,9 +838,7 @@ impl Custody {
             dedup: state.dedup.into(),
             scheduled: false,
         };
-        if let Some(old) = self.resources.insert(key.clone(), res) {
-            tracing::error!(resource = %key.1, last_seq = old.last_seq, "received a resource this node already holds");
-        }
+        self.resources.insert(key, res);
     }
 
     /// The receiver took a transfer.
@@ -828,11 +863,9 @@ impl Custody {
             .filter(|(_, o)| !o.in_doubt && now >= o.sent_at + TRANSFER_RETRY)
             .map(|(&id, _)| id)
             .collect();
-        let floor = self.outgoing.keys().next().copied().unwrap_or(self.next_transfer);
         for id in resend {
             let o = self.outgoing.get_mut(&id).expect("listed");
             o.sent_at = now;
-            o.message.unacked_floor = floor;
             self.outputs.push(CustodyOutput::Send(o.to.addr, TaskMsg::Transfer(o.message.clone())));
         }
         let due: Vec<u64> =
@@ -1003,6 +1036,8 @@ fn merge(mut pieces: Vec<Piece>) -> BTreeMap<u64, Piece> {
     }
     out.into_iter().map(|p| (p.span.end, p)).collect()
 }
+
+mod marks;
 
 #[cfg(test)]
 mod tests;

@@ -570,15 +570,8 @@ fn sealed_parts_held_back_by_the_bound_go_once_an_acknowledgement_makes_room() {
     let (c1, c2) = two_epochs(&a, &b);
     let mut ca = custody_at(&a, &c1, T0);
     // As many transfers outstanding as allowed (stand-ins, to some c).
-    let filler = Transfer {
-        id: 0,
-        from_incarnation: 1,
-        to_incarnation: 1,
-        epoch: 1,
-        spans: Vec::new(),
-        unacked_floor: 0,
-        resources: Vec::new(),
-    };
+    let filler =
+        Transfer { id: 0, from_incarnation: 1, to_incarnation: 1, epoch: 1, spans: Vec::new(), resources: Vec::new() };
     for i in 0..TRANSFERS_OUTSTANDING_MAX as u64 {
         let message = Transfer { id: 1_000_000 + i, ..filler.clone() };
         ca.outgoing.insert(1_000_000 + i, Outgoing { to: id(3), message, sent_at: T0, in_doubt: false });
@@ -633,4 +626,67 @@ fn a_retry_of_a_task_that_ran_is_told_the_token_it_ran_with() {
     cb.on_submit(id(5).addr, 9, task("t1", &r), true, true, at(3));
     let answers = sent(&outputs(&mut cb));
     assert!(matches!(&answers[0].1, TaskMsg::Done { token: Token { epoch: 1, seq: 1 }, outcome: None, .. }));
+}
+
+/// b took a's transfer of r (t1 queued), ran t1 and accepted t2; then
+/// epoch 3 removed a while a was paused or cut off. a, still alive with its
+/// old identity, sends its unacknowledged transfer again.
+fn a_resend_after_a_was_removed() -> (NodeId, Custody, String, Vec<(SocketAddr, Transfer)>, Configuration) {
+    let (a, b, _, c2, r, mut ca) = t1_on_a_moving_to_b();
+    ca.on_epoch(&c2, at(1));
+    let ts = transfers(&outputs(&mut ca));
+    let mut cb = received_by(&b, &c2, a.addr, &ts, at(2));
+    cb.pump(at(2), true);
+    assert_eq!(executions(&outputs(&mut cb)), vec![("t1".to_string(), Token { epoch: 2, seq: 1 })]);
+    cb.finished(&r, 1, Outcome::Ok(vec![]), at(3));
+    assert_eq!(
+        submit_from(&mut cb, 5, 1, task("t2", &r)),
+        TaskMsg::Accepted { req: 1, seq: 2, epoch: 2, duplicate: false }
+    );
+    let c3 = c2.next(&Changes { removals: vec![a.clone()], ..Changes::default() }).unwrap();
+    cb.on_epoch(&c3, at(4));
+    outputs(&mut cb);
+    (a, cb, r, ts, c3)
+}
+
+#[test]
+fn a_copy_from_a_sender_removed_meanwhile_is_acknowledged_and_never_rolls_a_resource_back() {
+    let (a, mut cb, r, ts, _) = a_resend_after_a_was_removed();
+    let received = cb.stats().transfers_received;
+    for (_, t) in &ts {
+        cb.on_transfer(a.addr, t.clone(), at(30_000));
+    }
+    let acks = sent(&outputs(&mut cb));
+    assert_eq!(acks.len(), ts.len(), "acknowledged, so that a stops sending it");
+    assert_eq!(cb.stats().transfers_received, received, "not taken again");
+    assert_eq!(cb.stats().transfers_refused, ts.len() as u64);
+    // r is as b left it: t1 ran, t2 is next with seq 2; nothing runs twice.
+    cb.pump(at(30_000), true);
+    assert_eq!(executions(&outputs(&mut cb)), vec![("t2".to_string(), Token { epoch: 2, seq: 2 })]);
+    assert_eq!(
+        submit_from(&mut cb, 5, 2, task("t3", &r)),
+        TaskMsg::Accepted { req: 2, seq: 3, epoch: 3, duplicate: false }
+    );
+}
+
+#[test]
+fn a_copy_arriving_after_the_part_moved_on_is_refused() {
+    let (a, mut cb, r, ts, c3) = a_resend_after_a_was_removed();
+    // Epoch 4: d joins and b leaves: r goes to d.
+    let c4 = c3.next(&Changes { joins: vec![id(4)], leaving: vec![id(2)], ..Changes::default() }).unwrap();
+    cb.pump(at(5), true);
+    outputs(&mut cb);
+    cb.finished(&r, 2, Outcome::Ok(vec![]), at(6));
+    cb.on_epoch(&c4, at(6));
+    let onward = transfers(&outputs(&mut cb));
+    assert!(onward.iter().any(|(_, t)| t.resources.iter().any(|s| s.resource == r)), "r went on");
+    let resources = cb.info().resources;
+    for (_, t) in &ts {
+        cb.on_transfer(a.addr, t.clone(), at(30_000));
+    }
+    let outs = outputs(&mut cb);
+    assert!(transfers(&outs).is_empty(), "nothing of a's old copy is taken and passed on: {outs:?}");
+    assert_eq!(sent(&outs).len(), ts.len(), "each copy is acknowledged");
+    assert_eq!(cb.info().resources, resources, "nothing of a's old copy is taken");
+    assert!(cb.piece_of(Ring::key_hash(&r)).is_none(), "b does not hold r's part again");
 }
