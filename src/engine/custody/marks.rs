@@ -51,8 +51,9 @@ impl Marks {
         }
     }
 
-    /// How many steps the marks have (for tests and status).
-    pub(crate) fn steps(&self) -> usize {
+    /// How many steps the marks have.
+    #[cfg(test)]
+    fn steps(&self) -> usize {
         self.steps.len()
     }
 
