@@ -606,12 +606,7 @@ impl Node {
                 }
             }
         }
-        // Leaving ends once this life is removed, or once it is the last
-        // member (the others left meanwhile: nobody to hand over to).
-        let alone = self.store.latest().is_some_and(|c| c.members.len() == 1);
-        if self.leave_deadline.is_some() && (self.store.was_removed() || alone) {
-            self.finish_leave();
-        }
+        self.try_finish_leave();
     }
 
     /// Hands epoch announcements heard by gossip to the store.
@@ -627,7 +622,10 @@ impl Node {
     /// (a higher incarnation), which the leader admits like any join.
     fn on_removed(&mut self) {
         if self.leave_deadline.is_some() {
-            self.finish_leave();
+            // Leaving anyway: no new life. What this life held was cut for
+            // the new owners when the removal epoch was learned; the leave
+            // ends once it is handed over, within `handoff_timeout` from now.
+            self.leave_deadline = Some(self.now + self.config.handoff_timeout);
             return;
         }
         let new = self.swim.identity().next_life();
@@ -814,6 +812,8 @@ impl Node {
                 CustodyOutput::Execute(execution) => self.push(Output::Execute(execution)),
             }
         }
+        // A handoff finished (or a transfer went out): a leave may end now.
+        self.try_finish_leave();
     }
 
     /// Whether the latest configuration holds this life as leaving.
@@ -870,7 +870,11 @@ impl Node {
     /// A graceful leave: if this life is a member of the committed
     /// configuration, ask the store to mark it leaving and remove it, and
     /// leave SWIM once the removal epoch is learned (or after a bounded
-    /// wait, after which the others remove it by suspicion votes).
+    /// wait, after which the others remove it by suspicion votes). A node
+    /// that is no longer a member (removed before, or while, it leaves)
+    /// still hands over what it holds first, within `handoff_timeout`.
+    /// Either way it goes only once the Raft group no longer counts it as a
+    /// voter (see [`Node::try_finish_leave`]).
     fn leave(&mut self) {
         if self.leave_deadline.is_some() {
             return;
@@ -882,6 +886,31 @@ impl Node {
             self.leave_deadline = Some(self.now + self.leave_timeout());
             self.flush_store();
         } else {
+            self.leave_deadline = Some(self.now + self.config.handoff_timeout);
+            self.try_finish_leave();
+        }
+    }
+
+    /// Ends a leave in progress once nothing keeps it: this life is no
+    /// longer a member (removed, or never admitted) and custody handed off
+    /// everything it held (the transfers cut when the removal was learned
+    /// included), and no peer of this node is a voter of the Raft group any
+    /// more (leaving would take a live voter from its quorum); or at once
+    /// when it is the last member (nobody to hand over to).
+    fn try_finish_leave(&mut self) {
+        if self.leave_deadline.is_none() || self.left {
+            return;
+        }
+        let member = self.store.is_member() && !self.store.was_removed();
+        let alone = member && self.store.latest().is_some_and(|c| c.members.len() == 1);
+        // A removal can be heard of (a lease answer) before its epoch is
+        // learned: until then custody holds the earlier life's parts idle,
+        // not handed off, and the leave waits for that epoch.
+        let me = self.swim.identity();
+        let earlier_life_listed =
+            self.store.latest().and_then(|c| c.member(me.addr)).is_some_and(|m| m.id.incarnation < me.incarnation);
+        let done = !earlier_life_listed && self.custody.handed_off() && !self.store.holds_vote();
+        if alone || (!member && done) {
             self.finish_leave();
         }
     }
@@ -949,7 +978,13 @@ impl Node {
             self.custody.handle_timeout(now, lease_ok);
         }
         if self.leave_deadline.is_some_and(|at| at <= now) {
-            tracing::warn!("the removal epoch did not come in time; leaving anyway");
+            if self.store.is_member() && !self.store.was_removed() {
+                tracing::warn!("the removal epoch did not come in time; leaving anyway");
+            } else if !self.custody.handed_off() {
+                tracing::warn!("the handoffs did not finish in time; leaving anyway");
+            } else {
+                tracing::warn!("the epoch store still counts this node as a voter; leaving anyway");
+            }
             self.finish_leave();
         }
         if self.join_retry_at.is_some_and(|at| at <= now) {

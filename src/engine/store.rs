@@ -57,6 +57,9 @@ const PROPOSAL_RETRY: Duration = Duration::from_secs(5);
 const FETCH_RETRY: Duration = Duration::from_secs(1);
 /// Lease requests remembered (by sequence number) for their send times.
 const LEASE_SENT_KEPT: usize = 16;
+/// Raft peers of earlier lives kept running until the group removes them
+/// (see [`EpochStore::renew_identity`]); past it, the oldest stops.
+const RETIRING_MAX: usize = 4;
 
 /// What the store asks the node to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,6 +187,75 @@ struct Raft {
     applied: u64,
 }
 
+/// What one pass of raft-rs's ready loop left to do: send, apply, answer.
+struct Readied {
+    messages: Vec<RaftMessage>,
+    committed: Vec<Entry>,
+    read_states: Vec<raft::ReadState>,
+}
+
+impl Raft {
+    /// This peer's Raft id.
+    fn id(&self) -> u64 {
+        self.node.raft.id
+    }
+
+    /// Whether the configuration this peer applied counts it as a voter.
+    fn is_voter_here(&self) -> bool {
+        self.node.raft.prs().conf().voters().contains(self.id())
+    }
+
+    /// The Raft ids this peer's applied configuration counts, voters and
+    /// learners.
+    fn group(&self) -> Vec<u64> {
+        let conf = self.node.raft.prs().conf();
+        conf.voters().ids().iter().chain(conf.learners().iter().copied()).collect()
+    }
+
+    /// One pass of the ready loop: persist (in memory) and advance. The
+    /// caller sends the messages, applies the entries and then calls
+    /// `advance_apply`.
+    fn ready(&mut self) -> Option<Readied> {
+        if !self.node.has_ready() {
+            return None;
+        }
+        let mut ready = self.node.ready();
+        let mut messages = ready.take_messages();
+        let store = self.node.raft.raft_log.store.clone();
+        if *ready.snapshot() != raft::eraftpb::Snapshot::default() {
+            let _ = store.wl().apply_snapshot(ready.snapshot().clone());
+        }
+        let mut committed = ready.take_committed_entries();
+        let read_states = ready.take_read_states();
+        if let Err(e) = store.wl().append(ready.entries()) {
+            tracing::error!(error = %e, "Raft log append");
+        }
+        if let Some(hs) = ready.hs() {
+            store.wl().set_hardstate(hs.clone());
+        }
+        messages.extend(ready.take_persisted_messages());
+        let mut light = self.node.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            store.wl().mut_hard_state().set_commit(commit);
+        }
+        messages.extend(light.take_messages());
+        committed.extend(light.take_committed_entries());
+        Some(Readied { messages, committed, read_states })
+    }
+
+    /// Applies a committed configuration change to this peer.
+    fn apply_conf_change(&mut self, entry: &Entry) {
+        let mut cc = ConfChange::default();
+        if cc.merge_from_bytes(&entry.data).is_err() {
+            return;
+        }
+        match self.node.apply_conf_change(&cc) {
+            Ok(cs) => self.node.raft.raft_log.store.wl().set_conf_state(cs),
+            Err(e) => tracing::warn!(error = %e, "conf change"),
+        }
+    }
+}
+
 struct PendingRead {
     from: SocketAddr,
     id: NodeId,
@@ -233,6 +305,13 @@ pub(crate) struct EpochStore {
     cfg: Config,
     me: NodeId,
     raft: Option<Raft>,
+    /// Raft peers of this node's earlier lives that the group still counts
+    /// as voters. A node leaves the Raft group only through a committed
+    /// change: a removed life's peer keeps voting and acknowledging (it
+    /// never campaigns for long: as leader it hands leadership over) until
+    /// it applies the change that removes it, or the leader reports no
+    /// voter at this address.
+    retiring: Vec<Raft>,
     next_tick: Option<Instant>,
     rng: Xoshiro256PlusPlus,
     latest: Option<Configuration>,
@@ -284,6 +363,7 @@ impl EpochStore {
             me,
             cfg,
             raft: None,
+            retiring: Vec::new(),
             next_tick: None,
             latest: None,
             latest_hash: 0,
@@ -340,6 +420,13 @@ impl EpochStore {
 
     pub(crate) fn is_voter(&self) -> bool {
         self.raft.is_some()
+    }
+
+    /// Whether the Raft group may still count a peer of this node (this
+    /// life's or an earlier one's) as a voter: as long as it does, stopping
+    /// the node would take a live voter from the group's quorum.
+    pub(crate) fn holds_vote(&self) -> bool {
+        !self.retiring.is_empty() || self.raft.as_ref().is_some_and(Raft::is_voter_here)
     }
 
     pub(crate) fn is_leader(&self) -> bool {
@@ -460,12 +547,27 @@ impl EpochStore {
 
     /// This node starts a new life (the store removed the old one): it is a
     /// new Raft peer, with no lease and no membership yet.
+    ///
+    /// The old life's Raft peer, if its group counts it as a voter, keeps
+    /// running ([`EpochStore::retiring`]): the group removes it by a
+    /// committed change (the leader removes a voter whose life is gone
+    /// before any other), and until then it is part of the quorum. Dropping
+    /// it here would take a live voter from the group without telling it.
     pub(crate) fn renew_identity(&mut self, new: NodeId) {
         self.swim_alive.remove(&self.me.addr);
         self.me = new.life();
         self.swim_alive.insert(self.me.addr, self.me.clone());
-        self.raft = None;
-        self.next_tick = None;
+        if let Some(old) = self.raft.take()
+            && old.is_voter_here()
+        {
+            self.retiring.push(old);
+            while self.retiring.len() > RETIRING_MAX {
+                self.retiring.remove(0);
+            }
+        }
+        if self.retiring.is_empty() {
+            self.next_tick = None;
+        }
         self.leadership = Leadership::default();
         self.lease_end = None;
         self.member_of = None;
@@ -579,14 +681,7 @@ impl EpochStore {
         }
         // Raft peers: the configuration's members, plus whoever the Raft
         // group still counts (a removed voter until its removal applies).
-        let group: BTreeSet<u64> = self
-            .raft
-            .as_ref()
-            .map(|r| {
-                let conf = r.node.raft.prs().conf();
-                conf.voters().ids().iter().chain(conf.learners().iter().copied()).collect()
-            })
-            .unwrap_or_default();
+        let group: BTreeSet<u64> = self.raft.iter().chain(&self.retiring).flat_map(Raft::group).collect();
         let members: BTreeMap<u64, SocketAddr> = config.members.iter().map(|m| (raft_id(&m.id), m.id.addr)).collect();
         self.peers.retain(|id, _| group.contains(id) || members.contains_key(id));
         self.peers.extend(members);
@@ -607,6 +702,9 @@ impl EpochStore {
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
         if self.next_tick.is_some_and(|t| t <= now) {
             if let Some(raft) = &mut self.raft {
+                raft.node.tick();
+            }
+            for raft in &mut self.retiring {
                 raft.node.tick();
             }
             self.schedule_tick(now);
@@ -682,7 +780,19 @@ impl EpochStore {
     ) -> Result<(), String> {
         let msg = RaftMessage::parse_from_bytes(bytes).map_err(|e| format!("bad Raft message: {e}"))?;
         if msg.to != raft_id(&self.me) {
-            return Err(format!("Raft message for peer {:x}, not this life", msg.to));
+            let Some(raft) = self.retiring.iter_mut().find(|r| r.id() == msg.to) else {
+                return Err(format!("Raft message for peer {:x}, not this life", msg.to));
+            };
+            if raft.origin != origin {
+                return Err(format!("Raft message of another group (origin {origin:x})"));
+            }
+            self.peers.insert(msg.from, from);
+            match raft.node.step(msg) {
+                Ok(()) | Err(raft::Error::StepPeerNotFound) => {}
+                Err(e) => return Err(format!("Raft rejected a message: {e}")),
+            }
+            self.process_ready(now);
+            return Ok(());
         }
         self.peers.insert(msg.from, from);
         if self.raft.is_none() {
@@ -749,6 +859,16 @@ impl EpochStore {
             EpochMsg::LeaseGrant { seq, status, epoch, hash, leader, voters } => {
                 self.lease_answered = self.lease_answered.max(seq);
                 self.leader = Some(leader);
+                if !self.retiring.is_empty() && !voters.contains(&self.me.addr) {
+                    // No voter at this address: the group removed the earlier
+                    // lives' peers (a removed life is never added again),
+                    // perhaps while they could not hear of it.
+                    tracing::debug!("the group removed this node's earlier Raft peers");
+                    self.retiring.clear();
+                    if self.raft.is_none() {
+                        self.next_tick = None;
+                    }
+                }
                 self.voters = voters;
                 let known = self.latest.as_ref().map_or(0, |c| c.epoch);
                 if epoch > known {
@@ -863,36 +983,15 @@ impl EpochStore {
         self.process_ready(now);
     }
 
-    /// Runs Raft's ready loop: send, persist (in memory), apply.
+    /// Runs Raft's ready loop: send, persist (in memory), apply; for this
+    /// life's peer, then for the earlier lives' peers still in the group.
     fn process_ready(&mut self, now: Instant) {
+        self.process_retiring();
         for _ in 0..16 {
-            let Some(raft) = &mut self.raft else { return };
-            if !raft.node.has_ready() {
-                break;
-            }
-            let mut ready = raft.node.ready();
-            let mut messages = ready.take_messages();
-            let store = raft.node.raft.raft_log.store.clone();
-            if *ready.snapshot() != raft::eraftpb::Snapshot::default() {
-                let _ = store.wl().apply_snapshot(ready.snapshot().clone());
-            }
-            let committed = ready.take_committed_entries();
-            let read_states = ready.take_read_states();
-            if let Err(e) = store.wl().append(ready.entries()) {
-                tracing::error!(error = %e, "Raft log append");
-            }
-            if let Some(hs) = ready.hs() {
-                store.wl().set_hardstate(hs.clone());
-            }
-            messages.extend(ready.take_persisted_messages());
-            let mut light = raft.node.advance(ready);
-            if let Some(commit) = light.commit_index() {
-                store.wl().mut_hard_state().set_commit(commit);
-            }
-            messages.extend(light.take_messages());
-            let mut committed = committed;
-            committed.extend(light.take_committed_entries());
-            self.send_raft(messages);
+            let Some(raft) = &mut self.raft else { break };
+            let origin = raft.origin;
+            let Some(Readied { messages, committed, read_states }) = raft.ready() else { break };
+            self.send_raft(origin, messages);
             self.apply(committed, now);
             if let Some(raft) = &mut self.raft {
                 raft.node.advance_apply();
@@ -902,8 +1001,64 @@ impl EpochStore {
         self.refresh_leader(now);
     }
 
-    fn send_raft(&mut self, messages: Vec<RaftMessage>) {
-        let Some(origin) = self.raft.as_ref().map(|r| r.origin) else { return };
+    /// The ready loop of the earlier lives' peers ([`EpochStore::retiring`]):
+    /// they only vote, acknowledge and apply configuration changes (the
+    /// epochs are this life's business). A peer whose applied configuration
+    /// no longer counts it as a voter was removed by a committed change and
+    /// stops; one that became leader hands leadership to a voter that stays.
+    fn process_retiring(&mut self) {
+        if self.retiring.is_empty() {
+            return;
+        }
+        let mut sends = Vec::new();
+        for raft in &mut self.retiring {
+            if raft.node.raft.state == StateRole::Leader && raft.is_voter_here() {
+                let id = raft.id();
+                let r = &raft.node.raft;
+                let committed = r.raft_log.committed;
+                let stays = |v: u64| v != id && self.active_raft_ids.contains(&v);
+                let caught_up = |v: u64| r.prs().get(v).is_some_and(|p| p.matched >= committed);
+                let voters = r.prs().conf().voters().ids();
+                let next = voters
+                    .iter()
+                    .find(|&v| stays(v) && caught_up(v))
+                    .or_else(|| voters.iter().find(|&v| stays(v)))
+                    .or_else(|| voters.iter().find(|&v| v != id));
+                if let Some(next) = next
+                    && r.lead_transferee != Some(next)
+                {
+                    tracing::debug!(next, "an earlier life's Raft peer leads: transferring leadership");
+                    raft.node.transfer_leader(next);
+                }
+            }
+            for _ in 0..16 {
+                let Some(Readied { messages, committed, .. }) = raft.ready() else { break };
+                sends.push((raft.origin, messages));
+                for entry in &committed {
+                    raft.applied = raft.applied.max(entry.index);
+                    if entry.get_entry_type() == EntryType::EntryConfChange && !entry.data.is_empty() {
+                        raft.apply_conf_change(entry);
+                    }
+                }
+                raft.node.advance_apply();
+            }
+        }
+        self.retiring.retain(|raft| {
+            let stays = raft.is_voter_here();
+            if !stays {
+                tracing::debug!(peer = raft.id(), "an earlier life's Raft peer was removed from the group");
+            }
+            stays
+        });
+        for (origin, messages) in sends {
+            self.send_raft(origin, messages);
+        }
+        if self.raft.is_none() && self.retiring.is_empty() {
+            self.next_tick = None;
+        }
+    }
+
+    fn send_raft(&mut self, origin: u64, messages: Vec<RaftMessage>) {
         for msg in messages {
             let Some(&to) = self.peers.get(&msg.to) else {
                 tracing::debug!(peer = msg.to, "no address for a Raft peer");
@@ -926,15 +1081,8 @@ impl EpochStore {
             }
             match entry.get_entry_type() {
                 EntryType::EntryConfChange => {
-                    let mut cc = ConfChange::default();
-                    if cc.merge_from_bytes(&entry.data).is_err() {
-                        continue;
-                    }
                     if let Some(raft) = &mut self.raft {
-                        match raft.node.apply_conf_change(&cc) {
-                            Ok(cs) => raft.node.raft.raft_log.store.wl().set_conf_state(cs),
-                            Err(e) => tracing::warn!(error = %e, "conf change"),
-                        }
+                        raft.apply_conf_change(&entry);
                     }
                     self.leadership.conf_change_at = None;
                 }
@@ -1168,13 +1316,27 @@ impl EpochStore {
         self.process_ready(now);
     }
 
-    /// Keeps `voters` voters among the active members: removes voters (and
-    /// learners) whose life left the configuration; while there are too few
-    /// voters, adds a live member as a Raft learner first and promotes it
-    /// once its log has caught up. A member is added only if it is alive in
-    /// this node's SWIM view and renewed its lease here recently: a dead
-    /// node made a voter could take the quorum with it. One change at a
-    /// time.
+    /// Keeps `voters` voters among the active members, one change at a time,
+    /// never reducing the live quorum:
+    ///
+    /// 1. learners whose life left the configuration go (they do not vote);
+    /// 2. voters whose life left the configuration and that are not
+    ///    healthy here (unreachable, or their node is a new life now) go
+    ///    before any other: removing one keeps every live voter;
+    /// 3. learners that are not healthy go (they would block the
+    ///    replacement);
+    /// 4. while fewer than `voters` voters stay in the configuration, a
+    ///    live member is added as a Raft learner and promoted once its log
+    ///    has caught up (a replacement comes before a removal);
+    /// 5. then a voter whose life left (or is leaving) and that is still
+    ///    healthy goes, only if the voters left after it still hold a
+    ///    healthy majority.
+    ///
+    /// Healthy: alive in this node's SWIM view under the life the Raft id
+    /// belongs to, and renewed its lease here recently. A dead node made a
+    /// voter could take the quorum with it; a live voter removed while
+    /// another is unreachable could leave a group that never reaches
+    /// quorum again.
     fn manage_voters(&mut self, now: Instant) {
         if self.leadership.conf_change_at.is_some_and(|at| now < at + PROPOSAL_RETRY) {
             return;
@@ -1209,29 +1371,46 @@ impl EpochStore {
             }
             return;
         }
-        let stale = voters.iter().chain(&learners).copied().find(|v| !active.contains(v) && *v != me);
+        let stale = |v: &u64| !active.contains(v) && *v != me;
         // An odd number of voters: an even one tolerates no more failures
         // than one fewer, and has one more voter that can fail.
         let mut target = usize::from(self.cfg.voters).min(active.len()).max(1);
         if target.is_multiple_of(2) {
             target -= 1;
         }
-        let change = if let Some(stale) = stale {
-            Some((ConfChangeType::RemoveNode, stale))
-        } else if voters.len() < target {
-            if let Some(&ready) = learners.iter().find(|&&l| caught_up(l) && healthy(l)) {
-                Some((ConfChangeType::AddNode, ready))
-            } else if learners.is_empty() {
-                active
-                    .iter()
-                    .copied()
-                    .find(|&a| !voters.contains(&a) && healthy(a))
-                    .map(|a| (ConfChangeType::AddLearnerNode, a))
-            } else {
-                None
-            }
-        } else {
+        let staying = voters.iter().filter(|v| !stale(v)).count();
+        let remove = |id: u64| Some((ConfChangeType::RemoveNode, id));
+        let change = if let Some(&l) = learners.iter().find(|l| stale(l)) {
+            remove(l)
+        } else if let Some(&v) = voters.iter().find(|&&v| stale(&v) && !healthy(v)) {
+            remove(v)
+        } else if let Some(&l) = learners.iter().find(|&&l| !healthy(l) && !caught_up(l)) {
+            remove(l)
+        } else if staying < target
+            && let Some(&ready) = learners.iter().find(|&&l| caught_up(l) && healthy(l))
+        {
+            Some((ConfChangeType::AddNode, ready))
+        } else if staying < target && !learners.is_empty() {
+            // A replacement is catching up: it comes first.
             None
+        } else if let Some(add) =
+            (staying < target).then(|| active.iter().copied().find(|&a| !voters.contains(&a) && healthy(a))).flatten()
+        {
+            Some((ConfChangeType::AddLearnerNode, add))
+        } else {
+            // A healthy voter whose life left or is leaving: only if the
+            // voters after it still hold a healthy majority.
+            voters
+                .iter()
+                .copied()
+                .find(|v| {
+                    stale(v) && {
+                        let rest = voters.len() - 1;
+                        let live = voters.iter().filter(|&&o| o != *v && healthy(o)).count();
+                        live > rest / 2
+                    }
+                })
+                .map(|v| (ConfChangeType::RemoveNode, v))
         };
         let Some((kind, node_id)) = change else { return };
         let Some(raft) = &mut self.raft else { return };

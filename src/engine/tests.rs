@@ -1,6 +1,6 @@
 //! Engine tests: feed inputs, assert the exact outputs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -41,6 +41,8 @@ struct Net {
     task_time: Duration,
     /// Every execution: where, what, and when it started and ended.
     executions: Vec<Run>,
+    /// Directed links that drop everything sent on them (a partition).
+    cut: BTreeSet<(SocketAddr, SocketAddr)>,
 }
 
 /// One task execution seen by [`Net`].
@@ -64,6 +66,17 @@ impl Net {
             trace: Vec::new(),
             task_time: Duration::from_millis(3),
             executions: Vec::new(),
+            cut: BTreeSet::new(),
+        }
+    }
+
+    /// Cuts `node` off from every other node, both ways.
+    fn isolate(&mut self, node: SocketAddr) {
+        for &other in self.nodes.keys() {
+            if other != node {
+                self.cut.insert((node, other));
+                self.cut.insert((other, node));
+            }
         }
     }
 
@@ -121,7 +134,7 @@ impl Net {
             self.now = next;
             if next_delivery == Some(next) {
                 let (_, (from, to, packet)) = self.in_flight.pop_first().unwrap();
-                if self.nodes.contains_key(&to) {
+                if self.nodes.contains_key(&to) && !self.cut.contains(&(from, to)) {
                     let input = match packet {
                         Packet::Datagram(bytes) => Input::Datagram { from, bytes },
                         Packet::Frame(bytes) => Input::PeerFrame { from, bytes },
@@ -766,4 +779,132 @@ fn the_sync_comparison_agrees_with_a_map_of_addresses() {
         let places = newer_than(&ranks(&a), &ranks(&b));
         assert_eq!(pick(a.clone(), &places), newer_than_by_map(&a, &b), "round {round}");
     }
+}
+
+/// The node that leads the epoch store now (exactly one).
+fn store_leader(net: &Net) -> SocketAddr {
+    let leaders: Vec<SocketAddr> = net.nodes.iter().filter(|(_, n)| n.is_leader()).map(|(a, _)| *a).collect();
+    assert_eq!(leaders.len(), 1, "one leader: {leaders:?}");
+    leaders[0]
+}
+
+/// Issue 10, bug 2 (`store-quorum-lost-leave.json`): one voter is cut off
+/// and another leaves gracefully before the cut-off one is removed. The
+/// leader must not remove the reachable leaving voter first (that left two
+/// voters, one of them unreachable: no quorum, for good), and the cut-off
+/// node, once it learns it was removed, must not take its Raft peer out of
+/// the group behind its back.
+#[test]
+fn a_voter_cut_off_while_another_voter_leaves_keeps_the_store_working() {
+    let mut net = formed_five();
+    let leader = store_leader(&net);
+    let others: Vec<SocketAddr> =
+        net.nodes.iter().filter(|(a, n)| n.is_voter() && **a != leader).map(|(a, _)| *a).collect();
+    let [cut, leaver] = others[..] else { panic!("three voters: {others:?}") };
+    net.isolate(cut);
+    net.run_until(net.now + Duration::from_millis(500));
+    net.input(leaver, Input::Command(Command::Leave));
+    net.run_until(net.now + Duration::from_secs(30));
+
+    // Both changes committed: the store kept its quorum.
+    let leader = store_leader(&net);
+    let config = net.nodes[&leader].configuration().cloned().expect("a configuration");
+    assert!(config.member(cut).is_none(), "the cut-off voter is still a member: {config:?}");
+    assert!(config.member(leaver).is_none(), "the leaver is still a member: {config:?}");
+    assert!(net.nodes[&leaver].has_left());
+    // Three voters again, none of them gone.
+    let voters = net.nodes[&leader].store.voters().to_vec();
+    assert_eq!(voters.len(), 3, "{voters:?}");
+    assert!(!voters.contains(&cut) && !voters.contains(&leaver), "{voters:?}");
+    // The leaver went only once the group no longer counted it.
+    assert!(!net.nodes[&leaver].store.holds_vote());
+
+    // Heal: the cut-off node learns it was removed, comes back as a new life
+    // and is admitted by a store that still commits.
+    net.nodes.remove(&leaver);
+    net.cut.clear();
+    net.run_until(net.now + Duration::from_secs(20));
+    let leader = store_leader(&net);
+    let last = net.nodes[&leader].configuration().cloned().expect("a configuration");
+    assert!(last.epoch > config.epoch);
+    let back = last.member(cut).expect("the cut-off node is admitted again");
+    assert_eq!(back.id.incarnation, 2, "as a new life");
+    for (a, n) in &net.nodes {
+        assert_eq!(n.configuration(), Some(&last), "{a} disagrees");
+        assert!(n.may_act_as_custodian(net.now), "{a} holds no lease");
+    }
+    // Its old life's Raft peer is out of the group, by a committed change.
+    assert!(!net.nodes[&cut].store.holds_vote());
+    assert_eq!(net.nodes[&leader].store.voters().len(), 3);
+}
+
+/// Issue 10, bug 3 (`removed-node-leave.json`): a node holding queued tasks
+/// is cut off and removed; right after the heal it is asked to leave, and
+/// learns of its removal only then. It must hand over what it holds before
+/// it goes: every task still runs, once.
+#[test]
+fn a_removed_node_asked_to_leave_hands_off_before_it_goes() {
+    removed_node_leaves(true);
+}
+
+/// The other order: the node learns of its removal (and starts a new life)
+/// first, and is asked to leave at that very moment, its handoffs not done.
+#[test]
+fn a_node_asked_to_leave_right_after_its_removal_hands_off_before_it_goes() {
+    removed_node_leaves(false);
+}
+
+fn removed_node_leaves(leave_first: bool) {
+    let mut net = formed_five();
+    // Tasks long enough that a queue builds up at the custodian.
+    net.task_time = Duration::from_millis(1000);
+    let victim = *net.nodes.iter().find(|(_, n)| !n.is_voter()).expect("non-voters").0;
+    let gateway = *net.nodes.keys().find(|&&a| a != victim).unwrap();
+    let resource = (0..)
+        .map(|i| format!("r{i}"))
+        .find(|r| net.nodes[&gateway].owner(r).is_some_and(|o| o.addr == victim))
+        .unwrap();
+    let tasks = 20;
+    for i in 0..tasks {
+        let bytes = submit_frame(&format!("t{i}"), &resource);
+        net.input(gateway, Input::ClientFrame { client: ClientId(i), bytes });
+    }
+    net.run_until(net.now + Duration::from_millis(200));
+    net.isolate(victim);
+    net.run_until(net.now + Duration::from_secs(20));
+    let removed_at = net.nodes[&gateway].configuration().cloned().expect("a configuration");
+    assert!(removed_at.member(victim).is_none(), "removed while cut off: {removed_at:?}");
+    assert!(
+        net.executions.len() < tasks as usize,
+        "tasks still queued at the cut-off node: {} ran",
+        net.executions.len()
+    );
+
+    net.cut.clear();
+    if leave_first {
+        // Asked to leave before it hears of its removal.
+        net.input(victim, Input::Command(Command::Leave));
+    } else {
+        // Asked to leave the moment it renews its identity.
+        while net.nodes[&victim].id().incarnation == 1 {
+            net.run_until(net.now + Duration::from_micros(100));
+        }
+        assert_eq!(net.nodes[&victim].custody_stats().transfers_sent, 0, "nothing handed off yet");
+        net.input(victim, Input::Command(Command::Leave));
+    }
+    net.run_until(net.now + Duration::from_secs(40));
+
+    assert!(net.nodes[&victim].has_left());
+    assert!(net.nodes[&victim].custody_stats().transfers_sent > 0, "it handed off");
+    assert!(net.nodes[&victim].custody.handed_off());
+    assert_custody_held(&net.executions, tasks as usize);
+    let left = net.trace.iter().position(|(_, at, o)| *at == victim && *o == Output::Event(Event::Left)).unwrap();
+    let removed = net
+        .trace
+        .iter()
+        .position(|(_, at, o)| *at == victim && *o == Output::Event(Event::Epoch(EpochEvent::Removed)))
+        .unwrap();
+    assert!(removed < left);
+    // Removed while leaving, it left as the same life: no rejoin.
+    assert_eq!(net.nodes[&victim].id().incarnation, if leave_first { 1 } else { 2 });
 }
