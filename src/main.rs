@@ -51,7 +51,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Run a node until SIGINT/SIGTERM (it then leaves the cluster gracefully) or until it is told to leave.
+    /// Run a node until SIGINT/SIGTERM (it then leaves the cluster gracefully; a second SIGINT/SIGTERM stops it at
+    /// once) or until it is told to leave.
     Node(NodeArgs),
     /// Show a node's view of the cluster's members.
     Members {
@@ -286,29 +287,88 @@ async fn run_node(args: NodeArgs) -> Result<()> {
         builder = builder.advertise(advertise);
     }
     let cluster = builder.start().await.with_context(|| format!("cannot start a node on {}", args.listen))?;
+    // Installed before the ready line, so a signal sent once it is printed
+    // is handled; both streams live for the whole run, so a signal that
+    // comes between the two waits below is kept, not lost.
+    let mut signals = Signals::install()?;
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "custody node {} listening on {}", cluster.id().name, cluster.local_addr())?;
         out.flush()?;
     }
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot install the SIGTERM handler")?;
     let signal = tokio::select! {
-        _ = tokio::signal::ctrl_c() => "SIGINT",
-        _ = sigterm.recv() => "SIGTERM",
+        signal = signals.next() => signal,
         () = cluster.stopped() => return Ok(()),
     };
     tracing::info!(
-        "{signal}: leaving the cluster (the epoch store removes this node first; interrupt again to stop at once)"
+        "{}: leaving the cluster (the epoch store removes this node and its resources are handed over first); \
+         send SIGINT or SIGTERM again to stop at once, without handing over",
+        signal.name()
     );
     tokio::select! {
         left = cluster.leave() => left.context("leaving the cluster")?,
-        _ = tokio::signal::ctrl_c() => {
-            tracing::warn!("second interrupt: stopping without waiting for the removal epoch");
-            std::process::exit(130);
+        signal = signals.next() => {
+            tracing::warn!(
+                "second {}: stopping at once, without handing over; the others take this node's resources \
+                 over as after a crash",
+                signal.name()
+            );
+            std::process::exit(signal.exit_code());
         }
     }
     Ok(())
+}
+
+/// The signals that stop `custody node`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopSignal {
+    Interrupt,
+    Terminate,
+}
+
+impl StopSignal {
+    fn name(self) -> &'static str {
+        match self {
+            StopSignal::Interrupt => "SIGINT",
+            StopSignal::Terminate => "SIGTERM",
+        }
+    }
+
+    /// The shell's convention for a process ended by this signal: 128 + its
+    /// number.
+    fn exit_code(self) -> i32 {
+        match self {
+            StopSignal::Interrupt => 130,
+            StopSignal::Terminate => 143,
+        }
+    }
+}
+
+/// SIGINT and SIGTERM, listened for from installation on.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?,
+            terminate: signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?,
+        })
+    }
+
+    /// The next SIGINT or SIGTERM.
+    async fn next(&mut self) -> StopSignal {
+        tokio::select! {
+            Some(()) = self.interrupt.recv() => StopSignal::Interrupt,
+            Some(()) = self.terminate.recv() => StopSignal::Terminate,
+            // The streams never end while the runtime runs; should they,
+            // the node still stops when it is told to leave.
+            else => std::future::pending().await,
+        }
+    }
 }
 
 async fn ask(node: SocketAddr, request: Request) -> Result<Response> {

@@ -1,9 +1,12 @@
 //! The host's side of task execution: the [`Handler`] trait and what it is
 //! given.
 
+use std::any::Any;
 use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::engine::{Outcome, Token};
@@ -41,6 +44,11 @@ impl ExecCtx {
 /// Runs tasks at their custodian. Custody calls it for one task of a
 /// resource at a time, in sequence order, with at most `workers` calls in
 /// flight per node.
+///
+/// A handler that panics fails its task: the outcome is
+/// [`Outcome::Failed`] with the panic's message, and the resource moves on
+/// to its next task. A handler still running at `ctx.deadline` is
+/// cancelled (dropped at its next await) and fails its task too.
 ///
 /// ```
 /// use custody::runtime::{ExecCtx, Handler};
@@ -105,5 +113,164 @@ pub(crate) trait DynHandler: Send + Sync {
 impl<H: Handler> DynHandler for H {
     fn execute_boxed(&self, ctx: ExecCtx, payload: Vec<u8>) -> OutcomeFuture<'_> {
         Box::pin(self.execute(ctx, payload))
+    }
+}
+
+/// Runs one execution to its outcome, whatever the handler does: a handler
+/// that returns gives its outcome; one that panics (while building its
+/// future or while it runs) gives [`Outcome::Failed`] with the panic's
+/// message; one still running at `deadline` is dropped and gives
+/// [`Outcome::Failed`]. Never panics, so the caller always gets to report
+/// the end of the execution and free its worker.
+pub(crate) async fn run_to_outcome(
+    handler: Arc<dyn DynHandler>,
+    ctx: ExecCtx,
+    payload: Vec<u8>,
+    deadline: tokio::time::Instant,
+) -> Outcome {
+    let (resource, seq) = (ctx.resource.clone(), ctx.token.seq);
+    // Built at the first poll, inside `CatchUnwind`: a handler whose
+    // `execute` panics before returning a future is caught as well.
+    let run = CatchUnwind::new(Box::pin(async move { handler.execute_boxed(ctx, payload).await }));
+    match tokio::time::timeout_at(deadline, run).await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(panic)) => {
+            let message = panic_message(panic.as_ref());
+            tracing::warn!(%resource, seq, panic = %message, "a handler panicked; its task failed");
+            Outcome::Failed(format!("the handler panicked: {message}"))
+        }
+        Err(_) => {
+            tracing::warn!(%resource, seq, "a task ran past its deadline and was cancelled");
+            Outcome::Failed("the handler ran past its deadline and was cancelled".into())
+        }
+    }
+}
+
+/// A future that turns a panic in its inner future's `poll` into an error
+/// value carrying the panic's payload. Dropping the inner future (once it is
+/// done, or at the deadline) is guarded too: a panic there is logged, not
+/// propagated.
+struct CatchUnwind<'a>(Option<OutcomeFuture<'a>>);
+
+impl<'a> CatchUnwind<'a> {
+    fn new(inner: OutcomeFuture<'a>) -> Self {
+        CatchUnwind(Some(inner))
+    }
+
+    fn drop_inner(&mut self) {
+        if let Some(inner) = self.0.take()
+            && let Err(panic) = catch_unwind(AssertUnwindSafe(|| drop(inner)))
+        {
+            tracing::warn!(panic = %panic_message(panic.as_ref()), "a handler panicked while being dropped");
+        }
+    }
+}
+
+impl Future for CatchUnwind<'_> {
+    type Output = Result<Outcome, Box<dyn Any + Send>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(inner) = self.0.as_mut() else {
+            return Poll::Ready(Err(Box::new("the handler's future was polled after it finished")));
+        };
+        let result = match catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(outcome)) => Ok(outcome),
+            Err(panic) => Err(panic),
+        };
+        // Never polled again: state a panic left half-updated is not
+        // observed.
+        self.drop_inner();
+        Poll::Ready(result)
+    }
+}
+
+impl Drop for CatchUnwind<'_> {
+    fn drop(&mut self) {
+        self.drop_inner();
+    }
+}
+
+/// The message a panic was raised with (`panic!("...")` gives a `&str` or a
+/// `String`); a payload of another type has no message to show.
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    if let Some(message) = panic.downcast_ref::<&str>() {
+        (*message).to_string()
+    } else if let Some(message) = panic.downcast_ref::<String>() {
+        message.clone()
+    } else {
+        "a panic payload that is not a string".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Token;
+
+    fn ctx(deadline: tokio::time::Instant) -> ExecCtx {
+        ExecCtx {
+            task_id: "t".into(),
+            resource: "r".into(),
+            token: Token { epoch: 1, seq: 1 },
+            attempt: 1,
+            deadline,
+            node: "n".into(),
+        }
+    }
+
+    async fn run(handler: impl Handler, payload: &[u8], within: Duration) -> Outcome {
+        let deadline = tokio::time::Instant::now() + within;
+        run_to_outcome(Arc::new(handler), ctx(deadline), payload.to_vec(), deadline).await
+    }
+
+    fn failure(outcome: Outcome) -> String {
+        match outcome {
+            Outcome::Failed(message) => message,
+            Outcome::Ok(_) => panic!("expected a failure"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panic_while_running_is_a_failure_with_its_message() {
+        let handler = handler_fn(|ctx: ExecCtx, payload: Vec<u8>| async move {
+            tokio::task::yield_now().await;
+            if payload == b"boom" {
+                panic!("boom in {}", ctx.task_id);
+            }
+            Outcome::Ok(payload)
+        });
+        let message = failure(run(handler.clone(), b"boom", Duration::from_secs(60)).await);
+        assert_eq!(message, "the handler panicked: boom in t");
+        assert_eq!(run(handler, b"fine", Duration::from_secs(60)).await, Outcome::Ok(b"fine".to_vec()));
+    }
+
+    #[tokio::test]
+    async fn a_panic_before_the_handler_returns_its_future_is_a_failure_too() {
+        let handler = handler_fn(|_: ExecCtx, _: Vec<u8>| -> std::future::Ready<Outcome> {
+            panic!("no future for you");
+        });
+        let message = failure(run(handler, b"", Duration::from_secs(60)).await);
+        assert_eq!(message, "the handler panicked: no future for you");
+    }
+
+    /// Panics when dropped.
+    struct Grenade;
+
+    impl Drop for Grenade {
+        fn drop(&mut self) {
+            panic!("dropped");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_handler_past_its_deadline_is_cancelled_even_if_dropping_it_panics() {
+        let handler = handler_fn(|_: ExecCtx, _: Vec<u8>| async move {
+            let _grenade = Grenade;
+            std::future::pending::<()>().await;
+            Outcome::Ok(Vec::new())
+        });
+        let message = failure(run(handler, b"", Duration::from_millis(20)).await);
+        assert!(message.contains("past its deadline"), "{message}");
     }
 }

@@ -566,13 +566,9 @@ impl Driver {
         let done = self.done_tx.clone();
         let resource = task.resource;
         tokio::spawn(async move {
-            let outcome = match tokio::time::timeout_at(deadline, handler.execute_boxed(ctx, task.payload)).await {
-                Ok(outcome) => outcome,
-                Err(_) => {
-                    tracing::warn!(%resource, seq = token.seq, "a task ran past its deadline and was cancelled");
-                    Outcome::Failed("the handler ran past its deadline and was cancelled".into())
-                }
-            };
+            // Always an outcome (a panic or the deadline is a failure), so
+            // the end is always reported and the worker freed.
+            let outcome = handler::run_to_outcome(handler, ctx, task.payload, deadline).await;
             let _ = done.send((resource, token.seq, outcome));
         });
     }

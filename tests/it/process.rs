@@ -24,16 +24,44 @@ impl NodeProcess {
     }
 
     fn start_with(name: &str, join: Option<SocketAddr>, extra: &[&str]) -> NodeProcess {
+        let log = std::env::var("CUSTODY_TEST_LOG").unwrap_or_else(|_| "warn".into());
+        Self::spawn(name, join, extra, &log, Stdio::inherit())
+    }
+
+    /// Starts a node like [`NodeProcess::start_with`], logging at info level;
+    /// its stderr lines come through the receiver (and are echoed to the
+    /// test's stderr).
+    fn start_logged(
+        name: &str,
+        join: Option<SocketAddr>,
+        extra: &[&str],
+    ) -> (NodeProcess, std::sync::mpsc::Receiver<String>) {
+        let mut node = Self::spawn(name, join, extra, "custody=info", Stdio::piped());
+        let stderr = node.child.stderr.take().expect("piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let name = name.to_string();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[{name}] {line}");
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        (node, rx)
+    }
+
+    fn spawn(name: &str, join: Option<SocketAddr>, extra: &[&str], log: &str, stderr: Stdio) -> NodeProcess {
         let mut cmd = Command::new(BIN);
         cmd.args(["node", "--listen", "127.0.0.1:0", "--name", name]).args(extra);
         if let Some(seed) = join {
             cmd.args(["--join", &seed.to_string()]);
         }
         let mut child = cmd
-            .env("RUST_LOG", std::env::var("CUSTODY_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env("RUST_LOG", log)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("custody binary runs");
         let mut line = String::new();
@@ -387,4 +415,45 @@ async fn exec_runs_a_shell_command_with_the_task_in_its_environment() {
     })
     .await;
     assert_eq!(lines, "acct-7 1 1 one\nacct-7 2 1 fail\nacct-7 3 1 three\n");
+}
+
+#[tokio::test]
+async fn a_second_sigterm_stops_a_leaving_node_at_once() {
+    // Two nodes, two voters. With one of them gone, the epoch store cannot
+    // commit the other's removal, so a graceful leave waits its whole bound
+    // (2·stable_after + lease + handoff_timeout: 39 s with the default lan
+    // profile).
+    let config = Config::lan();
+    let leave_bound = config.stable_after * 2 + config.lease + config.handoff_timeout;
+    let (mut a, log) = NodeProcess::start_logged("t0", None, &[]);
+    let mut b = NodeProcess::start("t1", Some(a.addr));
+    wait_for_custody(&[a.addr, b.addr], 2).await;
+    b.child.kill().expect("SIGKILL");
+    b.child.wait().expect("reaped");
+
+    a.signal("-TERM");
+    // The first SIGTERM is handled (the leave has begun) before the second
+    // is sent: two signals sent back to back may be delivered as one.
+    let seen = |what: &str, limit: Duration| {
+        let give_up = std::time::Instant::now() + limit;
+        loop {
+            let left = give_up.saturating_duration_since(std::time::Instant::now());
+            match log.recv_timeout(left) {
+                Ok(line) if line.contains(what) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no log line with {what:?} within {limit:?} ({e})"),
+            }
+        }
+    };
+    let first = seen("SIGTERM: leaving the cluster", Duration::from_secs(10));
+    assert!(first.contains("again to stop at once"), "{first}");
+    assert!(a.child.try_wait().expect("try_wait").is_none(), "the leave cannot commit: the node must still run");
+
+    a.signal("-TERM");
+    // Generous, and still well below the leave's own bound.
+    let limit = Duration::from_secs(10);
+    assert!(limit * 3 < leave_bound);
+    let status = a.wait_exit(limit);
+    assert_eq!(status.code(), Some(143), "a second SIGTERM exits with 128 + 15, got {status}");
+    seen("second SIGTERM: stopping at once", Duration::from_secs(1));
 }

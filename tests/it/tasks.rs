@@ -179,3 +179,79 @@ async fn ten_thousand_tasks_run_once_each_in_order_across_a_join_and_a_graceful_
         node.leave().await.expect("leaves");
     }
 }
+
+/// Panics on the payload `panic`, with a message naming the task; returns
+/// the payload otherwise.
+struct PanicsOnRequest;
+
+impl Handler for PanicsOnRequest {
+    async fn execute(&self, ctx: ExecCtx, payload: Vec<u8>) -> Outcome {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        if payload == b"panic" {
+            panic!("refusing task {}", ctx.task_id);
+        }
+        Outcome::Ok(payload)
+    }
+}
+
+/// `submit_and_wait`, failing the test if it does not answer well within
+/// the task deadline's multiple (a wedged resource never answers).
+async fn run_once(node: &Cluster, id: &str, resource: &str, payload: &str) -> custody::Completed {
+    let task = Task { id: id.into(), resource: resource.into(), payload: payload.into() };
+    match tokio::time::timeout(Duration::from_secs(20), node.submit_and_wait(task)).await {
+        Ok(Ok(done)) => done,
+        Ok(Err(e)) => panic!("task {id}: {e}"),
+        Err(_) => panic!("task {id} on {resource} got no answer within 20 s: its execution never reported an end"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_fails_its_task_and_frees_the_worker_and_the_resource() {
+    const WORKERS: usize = 2;
+    let node = Cluster::builder()
+        .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .name("p")
+        .config(Config { workers: WORKERS, ..Config::fast() })
+        .handler(PanicsOnRequest)
+        .start()
+        .await
+        .expect("node starts");
+    node.ready(Duration::from_secs(15)).await.expect("the node becomes a custodian");
+
+    // The panicking task completes as a failure carrying the panic's message.
+    let done = run_once(&node, "bad-1", "acct", "panic").await;
+    let Some(Outcome::Failed(message)) = &done.outcome else { panic!("a panic must fail the task: {done:?}") };
+    assert!(message.contains("panicked") && message.contains("refusing task bad-1"), "{message}");
+    assert_eq!(done.token.seq, 1);
+
+    // The next task of the same resource runs.
+    let done = run_once(&node, "good-1", "acct", "hello").await;
+    assert_eq!(done.outcome, Some(Outcome::Ok(b"hello".to_vec())), "{done:?}");
+    assert_eq!(done.token.seq, 2);
+
+    // Four times as many panics as workers, at once: each fails on its own,
+    // none keeps a worker.
+    let mut panics = tokio::task::JoinSet::new();
+    for i in 0..WORKERS * 4 {
+        let node = node.clone();
+        panics.spawn(async move { run_once(&node, &format!("bad-{i}-x"), &format!("r{}", i % 3), "panic").await });
+    }
+    while let Some(done) = panics.join_next().await {
+        let done = done.expect("the submitter did not panic");
+        assert!(matches!(&done.outcome, Some(Outcome::Failed(m)) if m.contains("refusing task")), "{done:?}");
+    }
+    for resource in ["acct", "r0", "r1", "r2", "fresh"] {
+        let done = run_once(&node, &format!("good-{resource}"), resource, "after").await;
+        assert_eq!(done.outcome, Some(Outcome::Ok(b"after".to_vec())), "{done:?}");
+    }
+
+    // Nothing is left queued or running.
+    wait_for(Duration::from_secs(5), "no task queued or running", || async {
+        let status = node.status().await.ok()?;
+        (status.custody.tasks_queued == 0 && status.custody.tasks_running == 0).then_some(())
+    })
+    .await;
+    let status = node.status().await.expect("answers");
+    assert_eq!(status.custody.tasks_executed, 1 + 1 + WORKERS as u64 * 4 + 5, "{status:?}");
+    node.leave().await.expect("leaves");
+}
