@@ -298,7 +298,8 @@ async fn run_node(args: NodeArgs) -> Result<()> {
     }
     let signal = tokio::select! {
         signal = signals.next() => signal,
-        () = cluster.stopped() => return Ok(()),
+        // Stopped by itself: a client's leave request, or a refused join.
+        () = cluster.stopped() => return cluster.refusal().map_or(Ok(()), |e| Err(e.into())),
     };
     tracing::info!(
         "{}: leaving the cluster (the epoch store removes this node and its resources are handed over first); \
@@ -391,8 +392,10 @@ async fn members(node: SocketAddr, json: bool) -> Result<()> {
         serde_json::to_writer(&mut out, &serde_json::json!({ "members": members }))?;
         writeln!(out)?;
     } else {
+        // Voters by address: a name may repeat (a member that left, a
+        // clashing join refused), an address does not.
         let voters = match ask(node, Request::Status).await? {
-            Response::Status(status) => status.voters,
+            Response::Status(status) => status.members.iter().filter(|m| m.voter).map(|m| m.addr).collect(),
             _ => Vec::new(),
         };
         write!(out, "{}", members_table(&members, &voters))?;
@@ -400,13 +403,13 @@ async fn members(node: SocketAddr, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn members_table(members: &[MemberInfo], voters: &[String]) -> String {
+fn members_table(members: &[MemberInfo], voters: &[SocketAddr]) -> String {
     let name_width = members.iter().map(|m| m.name.len()).max().unwrap_or(0).max(4);
     let addr_width = members.iter().map(|m| m.addr.to_string().len()).max().unwrap_or(0).max(7);
     let mut out =
         format!("{:<name_width$}  {:<addr_width$}  {:>13}  STATE    VOTER\n", "NAME", "ADDRESS", "INCARNATION");
     for m in members {
-        let voter = if voters.contains(&m.name) { "voter" } else { "" };
+        let voter = if voters.contains(&m.addr) { "voter" } else { "" };
         out.push_str(&format!(
             "{:<name_width$}  {:<addr_width$}  {:>13}  {:<7}  {voter}\n",
             m.name,
@@ -483,7 +486,7 @@ fn status_text(status: &StatusInfo) -> String {
     line(format!("handoffs:  {handoffs_sent} sent, {handoffs_received} received, {handoffs_in_doubt} in doubt"));
     line(format!("members:   {}", status.members.len()));
     for m in &status.members {
-        let voter = if status.voters.contains(&m.name) { " (voter)" } else { "" };
+        let voter = if m.voter { " (voter)" } else { "" };
         line(format!("  {:<20} {:<22} #{:<14} {}{voter}", m.name, m.addr, m.incarnation, m.status.as_str()));
     }
     out
@@ -1036,13 +1039,19 @@ mod tests {
             incarnation: 7,
             state: MemberState::Suspect,
         };
-        let table = members_table(&[member("a", 7001), member("b", 7002)], &["b".to_string()]);
+        let table = members_table(&[member("a", 7001), member("b", 7002)], &[SocketAddr::from(([127, 0, 0, 1], 7002))]);
         assert_eq!(
             table,
             "NAME  ADDRESS           INCARNATION  STATE    VOTER\n\
              a     127.0.0.1:7001              7  suspect  \n\
              b     127.0.0.1:7002              7  suspect  voter\n"
         );
+        // By address, not name: a second (down) node under a voter's name is
+        // not a voter.
+        let twins = [member("a", 7001), member("a", 7003)];
+        let table = members_table(&twins, &[SocketAddr::from(([127, 0, 0, 1], 7001))]);
+        assert_eq!(table.lines().filter(|l| l.ends_with("voter")).count(), 1, "{table}");
+        assert!(table.lines().nth(1).unwrap().ends_with("voter"), "{table}");
     }
 
     #[test]

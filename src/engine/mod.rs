@@ -276,6 +276,9 @@ pub struct Node {
     leave_deadline: Option<Instant>,
     /// Custody of resources: tasks, their execution, handoffs.
     custody: Custody,
+    /// The live member, at another address, that holds this node's name:
+    /// this node refused to join under it, and left.
+    name_clash: Option<NodeId>,
     left: bool,
     stats: Stats,
 }
@@ -328,6 +331,7 @@ impl Node {
             heard,
             leave_deadline: None,
             custody,
+            name_clash: None,
             left: false,
             stats: Stats::default(),
         }
@@ -352,6 +356,15 @@ impl Node {
     /// Whether the node has left the cluster.
     pub fn has_left(&self) -> bool {
         self.left
+    }
+
+    /// Set when this node refused to join because a live member at another
+    /// address already holds its name: that member's identity. The node
+    /// has left then (names identify nodes to people; two live nodes under
+    /// one name make `members`, `status` and `owner` ambiguous). A node
+    /// restarted on its own address is never a clash.
+    pub fn name_clash(&self) -> Option<&NodeId> {
+        self.name_clash.as_ref()
     }
 
     /// The latest committed configuration this node knows.
@@ -434,6 +447,8 @@ impl Node {
                             addr: m.id.addr,
                             incarnation: m.id.incarnation,
                             status: m.status,
+                            voter: self.store.voters().contains(&m.id.addr),
+                            leader: self.store.leader() == Some(m.id.addr),
                         })
                         .collect()
                 })
@@ -606,7 +621,40 @@ impl Node {
                 }
             }
         }
+        self.check_name();
         self.try_finish_leave();
+    }
+
+    /// A node that is not a member of the latest configuration it knows
+    /// refuses to join if a member of it at another address holds its name
+    /// and is alive in its SWIM view: it says so and leaves. (The leader
+    /// does not admit such a join either.) A member never gives up its
+    /// place this way.
+    fn check_name(&mut self) {
+        if self.left || self.name_clash.is_some() {
+            return;
+        }
+        let me = self.swim.identity();
+        let Some(config) = self.store.latest() else { return };
+        if config.member(me.addr).is_some_and(|m| m.id.incarnation == me.incarnation) {
+            return;
+        }
+        let alive = |id: &NodeId| {
+            self.swim.iter_membership_state().any(|m| m.id().life() == *id && m.state() != foca::State::Down)
+        };
+        let Some(holder) =
+            config.members.iter().find(|m| m.id.name == me.name && m.id.addr != me.addr && alive(&m.id))
+        else {
+            return;
+        };
+        let holder = holder.id.clone();
+        tracing::error!(
+            name = %me.name,
+            holder = %holder.addr,
+            "the name is held by a live member at another address: not joining under it"
+        );
+        self.name_clash = Some(holder);
+        self.finish_leave();
     }
 
     /// Hands epoch announcements heard by gossip to the store.

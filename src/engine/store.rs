@@ -1269,8 +1269,17 @@ impl EpochStore {
             let newer = member.is_none_or(|m| m.id.incarnation < id.incarnation);
             let retired = self.retired.get(&id.addr).is_some_and(|&inc| id.incarnation <= inc);
             if newer && !retired {
+                // A name names one live node: a join under the name of a
+                // live member at another address is not admitted (the
+                // joining node sees the clash and gives up, see
+                // `Node::name_clash`), nor the second of two joins under one
+                // name.
+                let clash = || {
+                    latest.members.iter().any(|m| m.id.name == id.name && m.id.addr != addr && self.sees_alive(&m.id))
+                        || changes.joins.iter().any(|j| j.name == id.name)
+                };
                 let life = id.life();
-                if !self.leadership.leave_requests.contains(&life) {
+                if !self.leadership.leave_requests.contains(&life) && !clash() {
                     changes.joins.push(life);
                 }
             }

@@ -908,3 +908,75 @@ fn removed_node_leaves(leave_first: bool) {
     // Removed while leaving, it left as the same life: no rejoin.
     assert_eq!(net.nodes[&victim].id().incarnation, if leave_first { 1 } else { 2 });
 }
+
+fn named(port: u16, incarnation: u64, name: &str, seed: u64) -> Node {
+    Node::new(NodeId::new(addr(port), incarnation, name), Config::lan(), seed, Instant::ZERO)
+}
+
+/// Issue 10, bug 5: a node joining under the name of a live member at
+/// another address is refused (it says why and leaves), never admitted; a
+/// restart of a member on its own address, same name, still is.
+#[test]
+fn a_join_under_a_live_members_name_is_refused_and_a_restart_is_not() {
+    let mut net = formed_five();
+    let twin = named(7006, 1, "n7002", 6);
+    net.nodes.insert(addr(7006), twin);
+    net.input(addr(7006), Input::Command(Command::Join(vec![addr(7001)])));
+    net.run_until(net.now + Duration::from_secs(10));
+
+    let twin = &net.nodes[&addr(7006)];
+    assert!(twin.has_left(), "the clashing node gave up");
+    let holder = twin.name_clash().expect("it says whose name it is");
+    assert_eq!((holder.addr, &*holder.name), (addr(7002), "n7002"));
+    let left = net.trace.iter().any(|(_, at, o)| *at == addr(7006) && *o == Output::Event(Event::Left));
+    assert!(left);
+    for (_, at, o) in &net.trace {
+        if let Output::Event(Event::Epoch(EpochEvent::EpochLearned { .. })) = o {
+            let config = net.nodes[at].configuration().expect("a configuration");
+            assert!(config.member(addr(7006)).is_none(), "admitted at {at}: {config:?}");
+        }
+    }
+    let status = net.nodes[&addr(7001)].status();
+    assert_eq!(status.members.len(), 5);
+    assert_eq!(status.voters.len(), 3);
+    assert_eq!(status.members.iter().filter(|m| m.voter).count(), 3);
+    assert_eq!(status.members.iter().filter(|m| m.leader && m.voter).count(), 1);
+    for n in net.nodes.values() {
+        if n.id().addr != addr(7006) {
+            assert_eq!(n.name_clash(), None);
+        }
+    }
+
+    // n7002 restarts on its own address: a new incarnation, the same name.
+    net.nodes.remove(&addr(7006));
+    net.nodes.remove(&addr(7002));
+    net.nodes.insert(addr(7002), named(7002, 2, "n7002", 22));
+    net.input(addr(7002), Input::Command(Command::Join(vec![addr(7001)])));
+    net.run_until(net.now + Duration::from_secs(15));
+    let restarted = &net.nodes[&addr(7002)];
+    assert_eq!(restarted.name_clash(), None);
+    assert!(!restarted.has_left());
+    let config = net.nodes[&addr(7001)].configuration().expect("a configuration");
+    assert_eq!(config.member(addr(7002)).map(|m| m.id.incarnation), Some(2), "{config:?}");
+    assert!(restarted.may_act_as_custodian(net.now));
+}
+
+/// Two new nodes join under one name at once: one is admitted, the other
+/// refuses.
+#[test]
+fn of_two_joins_under_one_name_one_is_admitted() {
+    let mut net = formed_five();
+    for port in [7006, 7007] {
+        net.nodes.insert(addr(port), named(port, 1, "x", u64::from(port)));
+        net.input(addr(port), Input::Command(Command::Join(vec![addr(7001)])));
+    }
+    net.run_until(net.now + Duration::from_secs(15));
+    let config = net.nodes[&addr(7001)].configuration().cloned().expect("a configuration");
+    let xs: Vec<SocketAddr> = config.members.iter().filter(|m| &*m.id.name == "x").map(|m| m.id.addr).collect();
+    assert_eq!(xs.len(), 1, "{config:?}");
+    let refused = if xs[0] == addr(7006) { addr(7007) } else { addr(7006) };
+    assert!(net.nodes[&refused].has_left());
+    assert_eq!(net.nodes[&refused].name_clash().map(|h| h.addr), Some(xs[0]));
+    assert!(!net.nodes[&xs[0]].has_left());
+    assert!(net.nodes[&xs[0]].may_act_as_custodian(net.now));
+}

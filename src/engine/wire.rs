@@ -492,6 +492,13 @@ pub struct StatusMember {
     pub incarnation: u64,
     /// Active or leaving.
     pub status: super::epoch::MemberStatus,
+    /// Whether it is a voter of the epoch store (matched by address: names
+    /// may repeat, addresses do not).
+    #[serde(default)]
+    pub voter: bool,
+    /// Whether it leads the epoch store (by address).
+    #[serde(default)]
+    pub leader: bool,
 }
 
 /// One member as a node sees it.

@@ -108,6 +108,18 @@ pub enum Error {
     /// The node refused the request.
     #[error("refused: {0}")]
     Refused(String),
+    /// The node did not join: a live member at another address already
+    /// has its name. It has stopped.
+    #[error(
+        "the name {name:?} is already used by the live member at {holder}: \
+         give this node another name (--name), or stop that member first"
+    )]
+    NameInUse {
+        /// The name.
+        name: String,
+        /// The address of the member that holds it.
+        holder: SocketAddr,
+    },
 }
 
 /// Counters of one node.
@@ -167,7 +179,10 @@ impl ClusterBuilder {
         self
     }
 
-    /// The node's name. Default: its address.
+    /// The node's name. Default: its address. A name names one live node:
+    /// a node joining under the name of a live member at another address
+    /// is refused ([`Cluster::ready`] returns [`Error::NameInUse`]); a
+    /// restart on the same address keeps its name.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
         self
@@ -246,6 +261,7 @@ impl ClusterBuilder {
         let (commands_tx, commands) = mpsc::channel(COMMANDS_MAX);
         let (events, _) = broadcast::channel(EVENTS_MAX);
         let (stopped_tx, stopped) = watch::channel(false);
+        let refused = Arc::new(std::sync::OnceLock::new());
         let (done_tx, done) = mpsc::unbounded_channel();
         let driver = Driver {
             handler: self.handler,
@@ -261,6 +277,7 @@ impl ClusterBuilder {
             clients: HashMap::new(),
             next_client: 0,
             counters,
+            refused: refused.clone(),
         };
         let span = tracing::info_span!("node", name = %id.name);
         tokio::spawn(
@@ -271,7 +288,7 @@ impl ClusterBuilder {
             .instrument(span),
         );
         tracing::info!(node = %id, "started");
-        Ok(Cluster { id, commands: commands_tx, events, stopped })
+        Ok(Cluster { id, commands: commands_tx, events, stopped, refused })
     }
 }
 
@@ -285,6 +302,9 @@ pub struct Cluster {
     commands: mpsc::Sender<DriverCommand>,
     events: broadcast::Sender<Event>,
     stopped: watch::Receiver<bool>,
+    /// Set when the node refused to join (its name is taken), before it
+    /// stops.
+    refused: Arc<std::sync::OnceLock<SocketAddr>>,
 }
 
 #[derive(Debug)]
@@ -375,7 +395,7 @@ impl Cluster {
     pub async fn ready(&self, limit: Duration) -> Result<StatusInfo, Error> {
         let give_up = tokio::time::Instant::now() + limit;
         loop {
-            let status = self.status().await?;
+            let status = self.status().await.map_err(|e| self.refusal().unwrap_or(e))?;
             let member = status.members.iter().any(|m| {
                 m.addr == self.id.addr
                     && m.incarnation == self.id.incarnation
@@ -414,6 +434,14 @@ impl Cluster {
         }
         self.stopped().await;
         Ok(())
+    }
+
+    /// Why the node stopped by itself, if it refused to join:
+    /// [`Error::NameInUse`] when a live member at another address already
+    /// has its name.
+    pub fn refusal(&self) -> Option<Error> {
+        let holder = *self.refused.get()?;
+        Some(Error::NameInUse { name: self.id.name.to_string(), holder })
     }
 
     /// Resolves when the node has stopped: it left (through
@@ -462,6 +490,8 @@ struct Driver {
     /// the engine never has more than `workers` executions out.
     done_tx: mpsc::UnboundedSender<(String, u64, Outcome)>,
     done: mpsc::UnboundedReceiver<(String, u64, Outcome)>,
+    /// Where a refused join is reported to the handles.
+    refused: Arc<std::sync::OnceLock<SocketAddr>>,
 }
 
 impl Driver {
@@ -492,6 +522,10 @@ impl Driver {
             }
             self.carry_out();
             if self.node.has_left() {
+                if let Some(holder) = self.node.name_clash() {
+                    let _ = self.refused.set(holder.addr);
+                    tracing::error!(name = %holder.name, holder = %holder.addr, "the name is taken by a live member: not joining");
+                }
                 self.transport.flush().await;
                 self.transport.shutdown("left the cluster").await;
                 tracing::info!(node = %self.node.id(), "left the cluster");

@@ -176,3 +176,27 @@ async fn bad_configuration_is_refused_before_anything_starts() {
     let err = Cluster::builder().name("x".repeat(65)).start().await.unwrap_err();
     assert!(err.to_string().contains("65 bytes"), "{err}");
 }
+
+/// Issue 10, bug 5: a node started under the name of a live member (another
+/// address) is refused with an error naming the clash; it never becomes a
+/// member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_under_a_live_members_name_is_refused() {
+    let a = start("a", &[]).await;
+    a.ready(Duration::from_secs(10)).await.expect("the founder is ready");
+    let b = start("b", &[a.local_addr()]).await;
+    b.ready(Duration::from_secs(10)).await.expect("b is ready");
+    let twin = start("a", &[a.local_addr()]).await;
+    let err = twin.ready(Duration::from_secs(15)).await.expect_err("a second 'a' is refused");
+    assert!(
+        matches!(&err, custody::Error::NameInUse { name, holder } if name == "a" && *holder == a.local_addr()),
+        "{err}"
+    );
+    assert!(err.to_string().contains("--name"), "{err}");
+    tokio::time::timeout(Duration::from_secs(5), twin.stopped()).await.expect("the refused node stops");
+    let status = a.status().await.expect("a answers");
+    assert_eq!(status.members.len(), 2, "{:?}", status.members);
+    assert!(status.members.iter().all(|m| m.addr != twin.local_addr()));
+    assert_eq!(status.members.iter().filter(|m| m.voter).count(), status.voters.len());
+    assert!(status.members.iter().any(|m| m.addr == a.local_addr() && m.voter));
+}
