@@ -1129,21 +1129,33 @@ fn random(b: &mut Builder) {
             continue;
         }
         // Cut one way between the joiner and a member a little before the
-        // join, healed 5–25 s after it; sometimes that member is then paused
-        // or isolated while its transfers to the joiner are outstanding.
+        // join, healed 8–40 s after it; mostly that member is then paused
+        // or cut off from everyone (until the same heal) while its
+        // transfers to the joiner are outstanding, often long enough to be
+        // removed.
         let cut_at = at.saturating_sub(swarm.span(1_000..=5_000)).max(1_000);
         let member = swarm.pick(at, at, 0.2, 0.4).unwrap_or(0);
         let (a, b) = if swarm.rng().random_bool(0.7) { (vec![node], vec![member]) } else { (vec![member], vec![node]) };
-        let len = at - cut_at + swarm.span(5_000..=25_000);
+        let len = at - cut_at + swarm.span(8_000..=40_000);
         swarm.join(at, node);
         let heal = swarm.cut(cut_at, len, a, b, true);
-        let later = at + swarm.span(2_000..=10_000);
-        if later + 2_000 < heal {
-            let len = swarm.pause_len();
-            match swarm.rng().random_range(0..3) {
-                0 if swarm.free(member, later, later + len) => swarm.pause(later, len, member),
-                1 => {
-                    swarm.isolate(later, len, member);
+        let later = at + swarm.span(1_000..=8_000);
+        if later + 1_000 < heal {
+            let lease = u64::try_from(swarm.b.plan.config.lease.as_millis()).unwrap_or(5_000);
+            match swarm.rng().random_range(0..5) {
+                0 | 1 => {
+                    let len = if swarm.rng().random_bool(0.7) {
+                        swarm.span(lease * 2..=lease * 5)
+                    } else {
+                        swarm.pause_len()
+                    };
+                    if swarm.free(member, later, later + len) {
+                        swarm.pause(later, len, member);
+                    }
+                }
+                2 | 3 => {
+                    let others: Vec<usize> = (0..n).filter(|&o| o != member).collect();
+                    swarm.b.at(later, Fault::Partition { a: vec![member], b: others, oneway: false });
                 }
                 _ => {}
             }
