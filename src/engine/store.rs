@@ -422,6 +422,12 @@ impl EpochStore {
         self.raft.is_some()
     }
 
+    /// How many Raft peers of earlier lives this node still runs.
+    #[cfg(test)]
+    pub(crate) fn earlier_peers(&self) -> usize {
+        self.retiring.len()
+    }
+
     /// Whether the Raft group may still count a peer of this node (this
     /// life's or an earlier one's) as a voter: as long as it does, stopping
     /// the node would take a live voter from the group's quorum.
@@ -1331,18 +1337,21 @@ impl EpochStore {
     /// 1. learners whose life left the configuration go (they do not vote);
     /// 2. voters whose life left the configuration and that are not
     ///    healthy here (unreachable, or their node is a new life now) go
-    ///    before any other: removing one keeps every live voter;
+    ///    before any other, if the voters after it hold a live majority
+    ///    (an earlier life's peer may still be voting, see
+    ///    [`EpochStore::retiring`]);
     /// 3. learners that are not healthy go (they would block the
     ///    replacement);
     /// 4. while fewer than `voters` voters stay in the configuration, a
     ///    live member is added as a Raft learner and promoted once its log
     ///    has caught up (a replacement comes before a removal);
-    /// 5. then a voter whose life left (or is leaving) and that is still
-    ///    healthy goes, only if the voters left after it still hold a
-    ///    healthy majority.
+    /// 5. then a voter whose life left (or is leaving) goes, only if the
+    ///    voters left after it still hold a live majority.
     ///
     /// Healthy: alive in this node's SWIM view under the life the Raft id
-    /// belongs to, and renewed its lease here recently. A dead node made a
+    /// belongs to, and renewed its lease here recently. Live (for the
+    /// quorum): healthy, or it answered Raft within the last election
+    /// timeout. A dead node made a
     /// voter could take the quorum with it; a live voter removed while
     /// another is unreachable could leave a group that never reaches
     /// quorum again.
@@ -1388,10 +1397,18 @@ impl EpochStore {
             target -= 1;
         }
         let staying = voters.iter().filter(|v| !stale(v)).count();
+        // Live for the quorum: healthy, or answering Raft lately (an
+        // earlier life's peer still votes though its node is a new life).
+        let live = |id: u64| id == me || healthy(id) || raft.node.raft.prs().get(id).is_some_and(|p| p.recent_active);
+        // Whether the voters left after removing `v` hold a live majority.
+        let keeps_quorum = |v: u64| {
+            let rest = voters.len() - 1;
+            voters.iter().filter(|&&o| o != v && live(o)).count() > rest / 2
+        };
         let remove = |id: u64| Some((ConfChangeType::RemoveNode, id));
         let change = if let Some(&l) = learners.iter().find(|l| stale(l)) {
             remove(l)
-        } else if let Some(&v) = voters.iter().find(|&&v| stale(&v) && !healthy(v)) {
+        } else if let Some(&v) = voters.iter().find(|&&v| stale(&v) && !healthy(v) && keeps_quorum(v)) {
             remove(v)
         } else if let Some(&l) = learners.iter().find(|&&l| !healthy(l) && !caught_up(l)) {
             remove(l)
@@ -1407,19 +1424,9 @@ impl EpochStore {
         {
             Some((ConfChangeType::AddLearnerNode, add))
         } else {
-            // A healthy voter whose life left or is leaving: only if the
-            // voters after it still hold a healthy majority.
-            voters
-                .iter()
-                .copied()
-                .find(|v| {
-                    stale(v) && {
-                        let rest = voters.len() - 1;
-                        let live = voters.iter().filter(|&&o| o != *v && healthy(o)).count();
-                        live > rest / 2
-                    }
-                })
-                .map(|v| (ConfChangeType::RemoveNode, v))
+            // A voter whose life left or is leaving: only if the voters
+            // after it still hold a live majority.
+            voters.iter().copied().find(|&v| stale(&v) && keeps_quorum(v)).map(|v| (ConfChangeType::RemoveNode, v))
         };
         let Some((kind, node_id)) = change else { return };
         let Some(raft) = &mut self.raft else { return };

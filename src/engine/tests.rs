@@ -980,3 +980,41 @@ fn of_two_joins_under_one_name_one_is_admitted() {
     assert!(!net.nodes[&xs[0]].has_left());
     assert!(net.nodes[&xs[0]].may_act_as_custodian(net.now));
 }
+
+/// A voter's node starts a new life (as when it learns it was removed) at
+/// the moment another voter is cut off. Its old life's Raft peer keeps
+/// voting until the group removes it by a committed change, and the leader
+/// removes it only once that keeps a live majority: the store never loses
+/// its quorum, though only one voter was lost.
+#[test]
+fn an_earlier_lifes_raft_peer_keeps_voting_until_the_group_removes_it() {
+    let mut net = formed_five();
+    let leader = store_leader(&net);
+    let others: Vec<SocketAddr> =
+        net.nodes.iter().filter(|(a, n)| n.is_voter() && **a != leader).map(|(a, _)| *a).collect();
+    let [renewed, cut] = others[..] else { panic!("three voters: {others:?}") };
+    net.isolate(cut);
+    net.nodes.get_mut(&renewed).unwrap().on_removed();
+    net.collect(renewed);
+    assert_eq!(net.nodes[&renewed].id().incarnation, 2);
+    assert!(!net.nodes[&renewed].is_voter(), "the new life is no voter");
+    assert!(net.nodes[&renewed].store.holds_vote(), "the old life's peer still is");
+    assert_eq!(net.nodes[&renewed].store.earlier_peers(), 1);
+    net.run_until(net.now + Duration::from_secs(30));
+
+    let leader = store_leader(&net);
+    let config = net.nodes[&leader].configuration().cloned().expect("a configuration");
+    assert!(config.member(cut).is_none(), "the cut-off voter was removed: {config:?}");
+    assert_eq!(config.member(renewed).map(|m| m.id.incarnation), Some(2), "{config:?}");
+    let voters = net.nodes[&leader].store.voters().to_vec();
+    assert_eq!(voters.len(), 3, "{voters:?}");
+    assert!(!voters.contains(&cut));
+    // The old life's peer stopped once the group had removed it.
+    assert_eq!(net.nodes[&renewed].store.earlier_peers(), 0);
+    for (a, n) in &net.nodes {
+        if *a != cut {
+            assert_eq!(n.configuration(), Some(&config), "{a} disagrees");
+            assert!(n.may_act_as_custodian(net.now), "{a} holds no lease");
+        }
+    }
+}
