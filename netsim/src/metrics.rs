@@ -289,7 +289,12 @@ pub fn merge(custody: Report, lock: Report) -> Report {
         (Some(c), Some(l)) => Some(ratios(c, l)),
         _ => None,
     };
-    out.result = if out.first_failure().is_none() { "pass" } else { "fail" }.into();
+    // The baseline's failing tasks add to custody's classes.
+    for (class, n) in lock.liveness_classes.classified {
+        *out.liveness_classes.classified.entry(class).or_insert(0) += n;
+    }
+    out.liveness_classes.unclassified += lock.liveness_classes.unclassified;
+    out.result = Report::result_text(out.verdict()).into();
     out
 }
 
@@ -501,7 +506,7 @@ mod tests {
     use custody::engine::Token;
 
     fn task(resource: u64, arrived: u64) -> TaskRecord {
-        TaskRecord { resource, arrived, acked: None, attempts: 1, status: TaskStatus::Open }
+        TaskRecord { resource, arrived, acked: None, gateway_fault: None, attempts: 1, status: TaskStatus::Open }
     }
 
     fn exec(task: u64, resource: u64, start: u64, end: Option<u64>) -> ExecRecord {

@@ -122,6 +122,10 @@ pub enum Arrivals {
     Backlog,
 }
 
+/// Arrivals end at least this long before the run does (simulated
+/// milliseconds; see [`Workload::arrivals_end_ms`]).
+pub const DRAIN_MARGIN_MS: u64 = 5_000;
+
 /// Tasks of a backlog handed out per simulated millisecond.
 pub const BACKLOG_BATCH: u64 = 1_000;
 
@@ -193,6 +197,16 @@ impl Workload {
             Arrivals::Backlog => self.start_at_ms + self.count / BACKLOG_BATCH,
             Arrivals::Even | Arrivals::Poisson => self.start_at_ms + (self.count as f64 * 1000.0 / self.rate) as u64,
         }
+    }
+
+    /// When arrivals end at the latest, in simulated milliseconds, in a run
+    /// of `duration_ms`: the task window (up to [`Workload::nominal_end_ms`],
+    /// which a Poisson process may overrun by chance), and never within
+    /// [`DRAIN_MARGIN_MS`] of the end, so every task has time to run before
+    /// the checker asks whether it did. A later arrival is moved to this
+    /// time; none is dropped.
+    pub fn arrivals_end_ms(&self, duration_ms: u64) -> u64 {
+        self.nominal_end_ms().min(duration_ms.saturating_sub(DRAIN_MARGIN_MS)).max(self.start_at_ms)
     }
 
     /// Checks counts, rate and timings against the run.
@@ -466,6 +480,22 @@ pub struct TaskExpect {
 }
 
 impl Plan {
+    /// Reads a plan from its JSON form, as saved by any version of netsim:
+    /// every plan field added since has a default, and an engine
+    /// configuration saved before some of its fields existed gets those
+    /// fields from [`Config::lan`] (the profile every saved plan used unless
+    /// it says otherwise in the fields it has).
+    pub fn from_json(mut value: serde_json::Value) -> Result<Plan, serde_json::Error> {
+        if let Some(config) = value.get_mut("config").and_then(serde_json::Value::as_object_mut)
+            && let Ok(serde_json::Value::Object(defaults)) = serde_json::to_value(Config::lan())
+        {
+            for (field, default) in defaults {
+                config.entry(field).or_insert(default);
+            }
+        }
+        serde_json::from_value(value)
+    }
+
     /// Checks that the plan is runnable: node indices, times, probabilities.
     pub fn validate(&self) -> Result<(), String> {
         self.config.validate().map_err(|e| e.to_string())?;

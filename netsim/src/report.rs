@@ -56,8 +56,20 @@ pub struct Report {
     /// The baseline over custody, when both ran on the same plan.
     #[serde(default)]
     pub ratios: Option<Ratios>,
-    /// `"pass"` or `"fail"`.
+    /// `"pass"`; `"limited"`: the only failures are liveness failures
+    /// classified by a documented limitation (see [`LivenessClass`]); or
+    /// `"fail"`.
     pub result: String,
+    /// Why the task expectations were relaxed for some tasks, and for how
+    /// many; every other task keeps them (see [`Expectations`]). `null`
+    /// without a workload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expectations: Option<Expectations>,
+    /// Tasks behind failed liveness checks and I4 losses, counted per
+    /// documented limitation (the class's name); a failing task no class
+    /// explains is counted under `unclassified` and fails the run.
+    #[serde(default, skip_serializing_if = "LivenessClasses::is_empty")]
+    pub liveness_classes: LivenessClasses,
     /// A hash of every output of every node, in order, with its time: two
     /// runs of one plan must give the same.
     pub trace_hash: String,
@@ -135,6 +147,11 @@ pub struct Tasks {
     pub submitted: u64,
     /// Tasks whose client was answered `Completed`.
     pub completed: u64,
+    /// Tasks a custodian acknowledged (its `Accepted`, seen by the client's
+    /// gateway; in lock mode the durable enqueue), or answered `Completed`:
+    /// the tasks I4 holds the system to.
+    #[serde(default)]
+    pub accepted: u64,
     /// Distinct tasks that ran at least once.
     pub executed: u64,
     /// Executions started, duplicates included.
@@ -218,6 +235,12 @@ pub struct Check {
     pub kind: CheckKind,
     /// Numbers behind the verdict.
     pub detail: String,
+    /// A failed liveness check whose every failing task is explained by a
+    /// documented limitation: the classes and their task counts (see
+    /// [`LivenessClass`]). `None` on a check that held, and on a failure
+    /// nothing classifies (which fails the run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
 }
 
 /// One task invariant over one mode's trace (see [`crate::checker::invariants`]).
@@ -238,22 +261,126 @@ pub struct Invariant {
     pub about: String,
     /// Safety or liveness: decides the exit code when it fails.
     pub kind: CheckKind,
+    /// Violations explained by a documented limitation, by class name
+    /// ([`LivenessClass::name`]); the rest are unclassified. An invariant
+    /// whose every violation is classified fails as classified liveness,
+    /// not as its `kind`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub classified: std::collections::BTreeMap<String, u64>,
 }
 
 impl Invariant {
+    /// Violations no documented limitation explains.
+    pub fn unclassified(&self) -> u64 {
+        self.violations - self.classified.values().sum::<u64>().min(self.violations)
+    }
+
     /// The invariant as a check of the report (where the verdict reads it).
     pub fn to_check(&self) -> Check {
+        let all_classified = !self.ok && self.violations > 0 && self.unclassified() == 0;
         Check {
             name: format!("{} ({}) {}", self.name, self.mode.name(), self.about),
             ok: self.ok,
-            kind: self.kind,
+            kind: if all_classified { CheckKind::Liveness } else { self.kind },
             detail: if self.ok || self.violations == 0 {
                 self.detail.clone()
             } else {
                 format!("{} violations: {}", self.violations, self.detail)
             },
+            class: all_classified.then(|| class_text(&self.classified)),
         }
     }
+}
+
+/// `"class: n; class: n"`.
+pub fn class_text(classes: &std::collections::BTreeMap<String, u64>) -> String {
+    classes.iter().map(|(c, n)| format!("{c}: {n}")).collect::<Vec<_>>().join("; ")
+}
+
+/// A documented limitation of the system today, which explains a liveness
+/// failure (a task that never ran, never completed, or an acknowledged task
+/// whose effect was never applied) instead of failing the run.
+///
+/// A failing task is put in the first class that applies, in this order:
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LivenessClass {
+    /// A node crashed while it held the task's resource (it owned the
+    /// resource in a committed epoch and had not had a handoff of it
+    /// acknowledged): its state is gone, and nothing recovers a crashed
+    /// custodian's tasks until crash recovery exists.
+    CrashedCustodian,
+    /// A transfer of the resource's range was never acknowledged and its
+    /// receiver was removed from the configuration: the sender counts it
+    /// in doubt and never resends it, so nobody serves the range.
+    InDoubtTransfer,
+    /// A holder of the resource was still paused, or still cut off from the
+    /// voters' majority, when the run ended: liveness is owed only after
+    /// faults heal (I13).
+    NotHealed,
+    /// The task was never acknowledged and its client gave up while the
+    /// resource's holder (or the node the client asked) was paused, cut off
+    /// or removed: the system refused it as unavailable, as it must while
+    /// custody is in doubt; nothing was accepted, nothing was lost.
+    UnavailableDuringFault,
+    /// The lock baseline, in a run with a crash, pause or partition: its
+    /// tasks are not traced to the faults that touched them, so a fault
+    /// anywhere explains its liveness failures.
+    LockRunWithFaults,
+}
+
+impl LivenessClass {
+    /// The class's name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            LivenessClass::CrashedCustodian => "crashed custodian's tasks, until crash recovery exists",
+            LivenessClass::InDoubtTransfer => "in-doubt transfer (its receiver was removed before acknowledging)",
+            LivenessClass::NotHealed => "custodian still paused or cut off at the end",
+            LivenessClass::UnavailableDuringFault => {
+                "refused as unavailable while custody was in doubt (never accepted)"
+            }
+            LivenessClass::LockRunWithFaults => "lock baseline in a run with faults (not traced per task)",
+        }
+    }
+}
+
+/// Failing tasks by documented limitation, and the ones none explains.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LivenessClasses {
+    /// Per class name: distinct failing tasks it explains.
+    pub classified: std::collections::BTreeMap<String, u64>,
+    /// Failing tasks no documented limitation explains.
+    pub unclassified: u64,
+}
+
+impl LivenessClasses {
+    /// Nothing failed.
+    pub fn is_empty(&self) -> bool {
+        self.classified.is_empty() && self.unclassified == 0
+    }
+}
+
+/// Which tasks keep the task expectations, and why the others do not.
+///
+/// A task's expectations (it runs, its effect is applied, exactly once) are
+/// relaxed only when a fault could have touched it: a holder of its
+/// resource (custodian in a committed epoch, until its handoff was
+/// acknowledged) crashed, was paused, was cut off from the voters' majority
+/// or was removed from the configuration (not by a graceful leave), or a
+/// transfer of its range ended in doubt — during the task's life (from its
+/// arrival to its effect, or the end) — or the node its client asked was
+/// paused, crashed or cut off while the request waited there.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Expectations {
+    /// Tasks no fault touched: they must run, have their effect applied,
+    /// and run once.
+    pub kept: u64,
+    /// Tasks some fault touched.
+    pub relaxed: u64,
+    /// Relaxed tasks per reason (a task may have several).
+    pub reasons: std::collections::BTreeMap<String, u64>,
+    /// The first relaxed task (by arrival) per reason, with what touched it.
+    pub examples: std::collections::BTreeMap<String, String>,
 }
 
 /// Which promise a check is about.
@@ -271,7 +398,11 @@ pub enum CheckKind {
 pub enum Verdict {
     /// Every check held: exit 0.
     Pass,
-    /// A liveness check failed: exit 2.
+    /// Only liveness checks failed, each explained by a documented
+    /// limitation ([`LivenessClass`]): exit 0, reported as `"limited"`.
+    Limited,
+    /// A liveness check failed that no documented limitation explains:
+    /// exit 2.
     LivenessFailed,
     /// A safety check failed: exit 1.
     SafetyFailed,
@@ -281,7 +412,7 @@ impl Verdict {
     /// The process exit code.
     pub fn exit_code(self) -> u8 {
         match self {
-            Verdict::Pass => 0,
+            Verdict::Pass | Verdict::Limited => 0,
             Verdict::SafetyFailed => 1,
             Verdict::LivenessFailed => 2,
         }
@@ -289,22 +420,50 @@ impl Verdict {
 }
 
 impl Report {
-    /// The worst outcome among the checks: a safety failure outranks a
-    /// liveness failure.
+    /// The worst outcome among the checks: a safety failure outranks an
+    /// unclassified liveness failure, which outranks liveness failures that
+    /// documented limitations explain.
     pub fn verdict(&self) -> Verdict {
-        let failed = |kind| self.checks.iter().any(|c| !c.ok && c.kind == kind);
+        let failed = |kind| self.checks.iter().any(|c| !c.ok && c.kind == kind && c.class.is_none());
         if failed(CheckKind::Safety) {
             Verdict::SafetyFailed
-        } else if failed(CheckKind::Liveness) {
+        } else if failed(CheckKind::Liveness) || self.liveness_classes.unclassified > 0 {
             Verdict::LivenessFailed
+        } else if self.checks.iter().any(|c| !c.ok) {
+            Verdict::Limited
         } else {
             Verdict::Pass
+        }
+    }
+
+    /// The report's `result` for a verdict.
+    pub fn result_text(verdict: Verdict) -> &'static str {
+        match verdict {
+            Verdict::Pass => "pass",
+            Verdict::Limited => "limited",
+            Verdict::LivenessFailed | Verdict::SafetyFailed => "fail",
         }
     }
 
     /// The first failing check.
     pub fn first_failure(&self) -> Option<&Check> {
         self.checks.iter().find(|c| !c.ok)
+    }
+
+    /// The first failing check no documented limitation explains (a safety
+    /// failure first).
+    pub fn first_unexplained(&self) -> Option<&Check> {
+        let unexplained = |c: &&Check| !c.ok && c.class.is_none();
+        self.checks
+            .iter()
+            .filter(unexplained)
+            .find(|c| c.kind == CheckKind::Safety)
+            .or_else(|| self.checks.iter().find(unexplained))
+    }
+
+    /// Failed safety checks.
+    pub fn safety_failures(&self) -> impl Iterator<Item = &Check> {
+        self.checks.iter().filter(|c| !c.ok && c.kind == CheckKind::Safety && c.class.is_none())
     }
 }
 

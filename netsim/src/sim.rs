@@ -25,19 +25,25 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::net::{Ipv4Addr, SocketAddr};
 
+use std::sync::Arc;
+
+use custody::engine::ring::{Ring, Span};
+use custody::engine::wire::{self, Frame, Message, TaskMsg};
 use custody::engine::{
-    ClientId, Command, CustodyStats, EpochEvent, Event, Execution, Input, Instant, Node, NodeId, Outcome, Output,
+    ClientId, Command, CustodyStats, EpochEvent, Event, Execution, Input, Instant, MemberStatus, Node, NodeId, Outcome,
+    Output,
 };
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 
 use crate::baseline::{self, Baseline, LockConfig, LockEv};
-use crate::checker::{self, ExecRecord, TaskRun};
+use crate::checker::{self, ExecRecord, Exposure, FaultFacts, TaskRun, Touch};
 use crate::plan::{ClockSpec, Fault, Latency, LinkModel, Mode, Plan, TaskExpect};
 use crate::report::{
-    Check, CheckKind, Epochs, FaultsInjected, Handoffs, Invariant, Membership, Moved, Report, Tasks, Traffic,
+    Check, CheckKind, Epochs, FaultsInjected, Handoffs, Invariant, LivenessClasses, Membership, Moved, Report, Tasks,
+    Traffic,
 };
-use crate::workload::{ClientAction, Clients, mix, parse_index};
+use crate::workload::{ClientAction, Clients, mix, parse_index, resource_name};
 
 /// How often, in simulated time, convergence is checked after the last
 /// fault.
@@ -306,6 +312,8 @@ pub struct Sim {
     /// `(true µs, cumulative consensus instances)`, one point per 10 ms
     /// with a commit (epochs, votes, lock entries): the compare plot's curve.
     consensus_log: Vec<(u64, u64)>,
+    /// Rings, transfers and faults, for tracing faults to resources.
+    watch: CustodyWatch,
 }
 
 /// Stream frames between nodes, by what they carry (read from the frame's
@@ -362,12 +370,95 @@ struct EpochWatch {
     /// Per epoch, when it was first committed (true time, µs).
     committed_at: BTreeMap<u64, u64>,
     violations: Vec<String>,
-    /// An active partition: the nodes on the side without the voters'
-    /// majority, the start time, and the latest epoch committed before it.
-    minority: Option<(BTreeSet<usize>, u64, u64)>,
     /// Minority-side nodes that could still act as custodian one lease after
     /// the cut, and the number checked.
     lease_checks: Vec<(u64, usize, Vec<usize>)>,
+}
+
+/// What the checker needs to trace faults to the resources whose custody
+/// they touched (see [`checker::Exposure`]): each committed epoch's ring,
+/// the transfers and their acknowledgements, and when each node crashed,
+/// was paused or was cut off.
+struct CustodyWatch {
+    /// Per committed epoch: when it was first committed, its ring, and its
+    /// members (node index and status).
+    rings: BTreeMap<u64, EpochRing>,
+    /// Submits gateways forwarded: (gateway, request number) → task.
+    submits: BTreeMap<(usize, u64), u64>,
+    /// Transfers sent, by (sender, its incarnation, transfer id).
+    transfers: BTreeMap<(usize, u64, u64), TransferRec>,
+    /// (node, true µs) of each crash of a running node.
+    crashes: Vec<(usize, u64)>,
+    /// (node, from, to) of each pause; `to` is `u64::MAX` if it lasted
+    /// to the end.
+    pauses: Vec<(usize, u64, u64)>,
+    paused_since: Vec<Option<u64>>,
+    /// (node, from, to) during which the node could not reach a majority of
+    /// the voters committed at the cut, both ways (partitions).
+    cutoffs: Vec<(usize, u64, u64)>,
+    /// Per node cut off now: since when, and the latest epoch committed then.
+    cut_since: Vec<Option<(u64, u64)>>,
+    /// Per node that cannot learn of a commit now (no voter that reaches a
+    /// majority of the voters both ways can reach it): since when, and the
+    /// latest epoch committed then. Such a node must commit nothing newer.
+    blind_since: Vec<Option<(u64, u64)>>,
+}
+
+struct EpochRing {
+    at: u64,
+    ring: Arc<Ring>,
+    members: Vec<(usize, MemberStatus)>,
+}
+
+struct TransferRec {
+    to: usize,
+    epoch: u64,
+    spans: Vec<Span>,
+    sent: u64,
+    acked: Option<u64>,
+}
+
+impl CustodyWatch {
+    fn new(nodes: usize) -> CustodyWatch {
+        CustodyWatch {
+            rings: BTreeMap::new(),
+            submits: BTreeMap::new(),
+            transfers: BTreeMap::new(),
+            crashes: Vec::new(),
+            pauses: Vec::new(),
+            paused_since: vec![None; nodes],
+            cutoffs: Vec::new(),
+            cut_since: vec![None; nodes],
+            blind_since: vec![None; nodes],
+        }
+    }
+}
+
+/// The variant name of a `Message::Task` frame's task message (empty for
+/// other frames), read from its first bytes as [`FrameCounts::count`] does.
+fn task_variant(bytes: &[u8]) -> &[u8] {
+    let name = |at: usize| -> &[u8] {
+        match bytes.get(at) {
+            Some(&h) if h & 0xe0 == 0xa0 => bytes.get(at + 1..at + 1 + usize::from(h & 0x1f)).unwrap_or(&[]),
+            _ => &[],
+        }
+    };
+    if bytes.get(1) != Some(&wire::KIND_MESSAGE) || bytes.get(2) != Some(&0x81) || name(3) != b"Task" {
+        return &[];
+    }
+    match bytes.get(8) {
+        Some(&0x81) => name(9),
+        // A unit variant is its name alone.
+        _ => name(8),
+    }
+}
+
+/// The task message in a frame, if it is one.
+fn task_msg(bytes: &[u8]) -> Option<TaskMsg> {
+    match wire::decode_frame(bytes) {
+        Ok(Frame::Message(Message::Task(m))) => Some(m),
+        _ => None,
+    }
 }
 
 impl Sim {
@@ -421,7 +512,7 @@ impl Sim {
             converged_at: None,
             outputs: Vec::new(),
             epochs: EpochWatch::default(),
-            clients: plan.tasks.map(|w| Clients::new(w, mix(plan.seed ^ 0x7461_736b_7320_2020))),
+            clients: plan.tasks.map(|w| Clients::new(w, mix(plan.seed ^ 0x7461_736b_7320_2020), plan.duration_ms)),
             trace: Vec::new(),
             task_us: plan.tasks.map_or(0, |w| w.task_ms * 1000),
             stopped_custody: Handoffs::default(),
@@ -432,6 +523,7 @@ impl Sim {
             lock_consensus: 0,
             last_completion: 0,
             consensus_log: Vec::new(),
+            watch: CustodyWatch::new(plan.nodes),
             plan,
         };
         if sim.net.loss > sim.plan.expect.no_false_down_at_loss_max {
@@ -627,6 +719,9 @@ impl Sim {
                 self.traffic.frames += 1;
                 self.frames.count(&bytes);
                 let Some(to) = node_index(to).filter(|&t| t < self.nodes.len()) else { return };
+                if self.clients.is_some() {
+                    self.watch_sent(i, to, &bytes);
+                }
                 if self.blocked(i, to) {
                     self.reset_conn(i, to);
                     self.injected.stream_reset_dropped += 1;
@@ -765,6 +860,7 @@ impl Sim {
                     ));
                 }
                 *learned = epoch;
+                self.record_ring(node, epoch);
             }
             EpochEvent::EpochCommitted { epoch, hash } => {
                 if let Some(b) = self.baseline.as_mut() {
@@ -775,9 +871,8 @@ impl Sim {
                 chain(epoch, hash, &mut w.violations);
                 w.committed.insert(epoch);
                 w.committed_at.entry(epoch).or_insert(now);
-                if let Some((side, since, before)) = &w.minority
-                    && side.contains(&node)
-                    && epoch > *before
+                if let Some((since, before)) = self.watch.blind_since[node]
+                    && epoch > before
                 {
                     w.violations.push(format!(
                         "n{node}, cut off from the voters' majority since {} ms, committed epoch {epoch} at {} ms",
@@ -785,6 +880,7 @@ impl Sim {
                         now / 1000
                     ));
                 }
+                self.record_ring(node, epoch);
             }
             EpochEvent::VoteCommitted { target, by } => {
                 w.votes.insert((target, by));
@@ -793,6 +889,138 @@ impl Sim {
             EpochEvent::Removed => self.hash.bytes(b"removed"),
         }
         self.log_consensus();
+    }
+
+    /// Keeps epoch `epoch`'s ring, from node `node`'s configuration, the
+    /// first time it is seen.
+    fn record_ring(&mut self, node: usize, epoch: u64) {
+        if self.watch.rings.contains_key(&epoch) {
+            return;
+        }
+        let Some(c) = self.nodes[node].engine.as_ref().and_then(Node::configuration).filter(|c| c.epoch == epoch)
+        else {
+            return;
+        };
+        let members = c.members.iter().filter_map(|m| Some((node_index(m.id.addr)?, m.status))).collect();
+        let at = self.epochs.committed_at.get(&epoch).copied().unwrap_or(self.now);
+        self.watch.rings.insert(epoch, EpochRing { at, ring: c.shared_ring(), members });
+    }
+
+    /// The voters of the epoch store as its leader knows them (its Raft
+    /// group's committed voter configuration), by node index. Without a
+    /// leader, the voters the most up-to-date voter knows.
+    fn committed_voters(&self) -> Vec<usize> {
+        let pick = |leaders_only: bool| {
+            (0..self.nodes.len())
+                .filter_map(|i| self.nodes[i].engine.as_ref().map(|e| (i, e)))
+                .filter(|(_, e)| if leaders_only { e.is_leader() } else { e.is_voter() })
+                .max_by_key(|&(i, _)| (self.nodes[i].learned, std::cmp::Reverse(i)))
+                .map(|(_, e)| e.status().voters)
+        };
+        let names = pick(true).or_else(|| pick(false)).unwrap_or_default();
+        let mut voters: Vec<usize> = names
+            .iter()
+            .filter_map(|name| {
+                parse_index(name, 'n')
+                    .map(|i| i as usize)
+                    .or_else(|| name.parse::<SocketAddr>().ok().and_then(node_index))
+            })
+            .filter(|&i| i < self.nodes.len())
+            .collect();
+        voters.sort_unstable();
+        voters.dedup();
+        voters
+    }
+
+    /// After a partition or a heal: which nodes are cut off from a majority
+    /// of `voters` (reachable both ways, themselves counted), opening and
+    /// closing their cut-off windows.
+    fn update_cut_off(&mut self, voters: &[usize]) {
+        let majority = voters.len() / 2 + 1;
+        let latest = self.epochs.committed.last().copied().unwrap_or(0);
+        let active = !voters.is_empty() && !self.partitions.is_empty();
+        let both_ways = |a: usize, b: usize| a == b || (!self.blocked(a, b) && !self.blocked(b, a));
+        let quorate = |n: usize| voters.iter().filter(|&&v| both_ways(n, v)).count() >= majority;
+        // Voters that can gather a quorum: a commit can come only from one.
+        let leaders: Vec<usize> = voters.iter().copied().filter(|&v| quorate(v)).collect();
+        let state: Vec<(bool, bool)> = (0..self.nodes.len())
+            .map(|n| (active && !leaders.iter().any(|&l| l == n || !self.blocked(l, n)), active && !quorate(n)))
+            .collect();
+        for (n, (blind, cut)) in state.into_iter().enumerate() {
+            match (blind, self.watch.blind_since[n]) {
+                (true, None) => self.watch.blind_since[n] = Some((self.now, latest)),
+                (false, Some(_)) => self.watch.blind_since[n] = None,
+                _ => {}
+            }
+            match (cut, self.watch.cut_since[n]) {
+                (true, None) => {
+                    self.watch.cut_since[n] = Some((self.now, latest));
+                    let now = self.now;
+                    if let Some(c) = self.clients.as_mut() {
+                        c.gateway_fault(n, now);
+                    }
+                }
+                (false, Some((since, _))) => {
+                    self.watch.cut_since[n] = None;
+                    self.watch.cutoffs.push((n, since, self.now));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Watches a stream frame node `from` sends: a gateway's submit, a
+    /// transfer.
+    fn watch_sent(&mut self, from: usize, to: usize, bytes: &[u8]) {
+        match task_variant(bytes) {
+            b"Submit" | b"Transfer" => {}
+            _ => return,
+        }
+        match task_msg(bytes) {
+            Some(TaskMsg::Submit { req, task, .. }) => {
+                if let Some(k) = parse_index(&task.id, 't') {
+                    self.watch.submits.insert((from, req), k);
+                }
+            }
+            Some(TaskMsg::Transfer(t)) => {
+                let key = (from, self.nodes[from].incarnation, t.id);
+                let now = self.now;
+                self.watch.transfers.entry(key).or_insert(TransferRec {
+                    to,
+                    epoch: t.epoch,
+                    spans: t.spans,
+                    sent: now,
+                    acked: None,
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// Watches a stream frame reaching node `to`: a custodian's `Accepted`
+    /// reaching the gateway (the client's acknowledgement), a transfer's
+    /// acknowledgement reaching its sender.
+    fn watch_delivered(&mut self, to: usize, bytes: &[u8]) {
+        match task_variant(bytes) {
+            b"Accepted" | b"TransferAck" => {}
+            _ => return,
+        }
+        let now = self.now;
+        match task_msg(bytes) {
+            Some(TaskMsg::Accepted { req, .. }) => {
+                if let Some(k) = self.watch.submits.remove(&(to, req))
+                    && let Some(c) = self.clients.as_mut()
+                {
+                    c.acknowledge(k, now);
+                }
+            }
+            Some(TaskMsg::TransferAck { id }) => {
+                if let Some(t) = self.watch.transfers.get_mut(&(to, self.nodes[to].incarnation, id)) {
+                    t.acked.get_or_insert(now);
+                }
+            }
+            _ => {}
+        }
     }
 
     fn deliver_datagram(&mut self, from: usize, to: usize, bytes: Vec<u8>) {
@@ -823,6 +1051,9 @@ impl Sim {
         if self.nodes[to].paused {
             self.nodes[to].held.push(Ev::Frame { from, to, conn, bytes });
             return;
+        }
+        if self.clients.is_some() {
+            self.watch_delivered(to, &bytes);
         }
         self.input(to, Input::PeerFrame { from: node_addr(from), bytes });
     }
@@ -958,7 +1189,20 @@ impl Sim {
             self.nodes[node].held.push(Ev::ClientFrame { node, client, bytes });
             return;
         }
+        // A gateway that is itself the custodian accepts the submit as it
+        // arrives, without a frame: its acceptance counter tells.
+        let accepted = |sim: &Sim| sim.nodes[node].engine.as_ref().map_or(0, |e| e.custody_stats().tasks_accepted);
+        let before = accepted(self);
+        let task = self.clients.as_ref().and_then(|c| c.task_of(client));
         self.input(node, Input::ClientFrame { client, bytes });
+        if let Some(k) = task
+            && accepted(self) > before
+        {
+            let now = self.now;
+            if let Some(c) = self.clients.as_mut() {
+                c.acknowledge(k, now);
+            }
+        }
     }
 
     /// What the task checker needs of the epoch store (I8).
@@ -1059,6 +1303,14 @@ impl Sim {
                 self.with_baseline(|b, io| b.node_crashed(node, io));
                 if self.running(node) {
                     self.injected.crashes += 1;
+                    let now = self.now;
+                    self.watch.crashes.push((node, now));
+                    if let Some(since) = self.watch.paused_since[node].take() {
+                        self.watch.pauses.push((node, since, now));
+                    }
+                    if let Some(c) = self.clients.as_mut() {
+                        c.gateway_fault(node, now);
+                    }
                     self.stop_node(node);
                 }
             }
@@ -1080,6 +1332,11 @@ impl Sim {
                 if self.running(node) && !self.nodes[node].paused {
                     self.injected.pauses += 1;
                     self.nodes[node].paused = true;
+                    let now = self.now;
+                    self.watch.paused_since[node] = Some(now);
+                    if let Some(c) = self.clients.as_mut() {
+                        c.gateway_fault(node, now);
+                    }
                     self.excused_until[node] = u64::MAX;
                     self.reschedule(node);
                 }
@@ -1087,6 +1344,9 @@ impl Sim {
             Fault::Resume { node } => {
                 if self.nodes[node].paused {
                     self.nodes[node].paused = false;
+                    if let Some(since) = self.watch.paused_since[node].take() {
+                        self.watch.pauses.push((node, since, self.now));
+                    }
                     self.excused_until[node] = self.now + self.grace_us;
                     let held = std::mem::take(&mut self.nodes[node].held);
                     for ev in held {
@@ -1106,17 +1366,16 @@ impl Sim {
                 for &n in a.iter().chain(&b) {
                     self.excused_until[n] = u64::MAX;
                 }
+                // Who cannot reach the voters' majority is decided from the
+                // voters committed at the cut, not from which nodes run a
+                // Raft instance (a removed voter may keep one).
+                let voters = self.committed_voters();
+                self.partitions.push(Partition { side, oneway });
+                self.update_cut_off(&voters);
                 if !oneway {
-                    let voters = |nodes: &[usize]| {
-                        nodes.iter().filter(|&&n| self.nodes[n].engine.as_ref().is_some_and(|e| e.is_voter())).count()
-                    };
-                    let minority = if voters(&a) < voters(&b) { &a } else { &b };
-                    let before = self.epochs.committed.last().copied().unwrap_or(0);
-                    self.epochs.minority = Some((minority.iter().copied().collect(), self.now, before));
                     let lease_us = u64::try_from(self.plan.config.lease.as_micros()).unwrap_or(u64::MAX);
                     self.push(self.now + lease_us, Ev::LeaseCheck(self.now));
                 }
-                self.partitions.push(Partition { side, oneway });
                 let cut: Vec<(usize, usize)> =
                     self.conns.keys().copied().filter(|&(s, d)| self.blocked(s, d)).collect();
                 for (s, d) in cut {
@@ -1125,7 +1384,7 @@ impl Sim {
             }
             Fault::Heal => {
                 self.partitions.clear();
-                self.epochs.minority = None;
+                self.update_cut_off(&[]);
                 let until = self.now + self.grace_us;
                 for (i, excused) in self.excused_until.iter_mut().enumerate() {
                     if *excused == u64::MAX && !self.nodes[i].paused {
@@ -1187,7 +1446,11 @@ impl Sim {
 
     fn lease_check(&mut self, since: u64) {
         // Only while that same cut lasts (a heal, or a later cut, ends it).
-        let Some((side, _, _)) = self.epochs.minority.as_ref().filter(|(_, at, _)| *at == since) else { return };
+        let side: Vec<usize> =
+            (0..self.nodes.len()).filter(|&n| self.watch.cut_since[n].is_some_and(|(at, _)| at == since)).collect();
+        if side.is_empty() {
+            return;
+        }
         let acting: Vec<usize> = side
             .iter()
             .copied()
@@ -1198,6 +1461,144 @@ impl Sim {
             })
             .collect();
         self.epochs.lease_checks.push((self.now, side.len(), acting));
+    }
+
+    /// The node whose committed ring of `epoch` gives it resource `r`.
+    fn owner_of(&self, epoch: u64, r: u64) -> Option<usize> {
+        let ring = &self.watch.rings.get(&epoch)?.ring;
+        node_index(ring.owner(&resource_name(r))?.addr)
+    }
+
+    /// Every window in which a fault touched the custody of a resource the
+    /// tasks use (see [`checker::Exposure`]), sorted by resource and start.
+    ///
+    /// A node holds a resource from the commit of an epoch whose ring gives
+    /// it the resource until a transfer of the resource away from it (sent
+    /// for the epoch that moved it, or a later one) is acknowledged; never
+    /// acknowledged: to the end. A crash while holding touches the resource
+    /// for good; a pause or a cut (unable to reach a majority of the voters
+    /// both ways) while holding, from its start to its end, or to the
+    /// handoff's acknowledgement if the resource moved away meanwhile; a
+    /// removal not by a graceful leave (the member was active in the epoch
+    /// before), from the removal to the handoff's acknowledgement; an
+    /// unacknowledged transfer whose receiver was removed, from the removal
+    /// to the end, for every resource in its spans.
+    fn exposures(&self, tasks: &[crate::workload::TaskRecord]) -> Vec<Exposure> {
+        let w = &self.watch;
+        let end = self.end;
+        let close = |to: u64| if to >= end { u64::MAX } else { to };
+        let pauses: Vec<(usize, u64, u64)> = w
+            .pauses
+            .iter()
+            .copied()
+            .chain(w.paused_since.iter().enumerate().filter_map(|(n, s)| s.map(|since| (n, since, u64::MAX))))
+            .collect();
+        let cutoffs: Vec<(usize, u64, u64)> = w
+            .cutoffs
+            .iter()
+            .copied()
+            .chain(w.cut_since.iter().enumerate().filter_map(|(n, s)| s.map(|(since, _)| (n, since, u64::MAX))))
+            .collect();
+        // Removals not by a graceful leave: (node, epoch, when).
+        let mut removals: Vec<(usize, u64, u64)> = Vec::new();
+        let epochs: Vec<(u64, &EpochRing)> = w.rings.iter().map(|(&e, r)| (e, r)).collect();
+        for pair in epochs.windows(2) {
+            let ((_, before), (e, after)) = (pair[0], pair[1]);
+            for &(n, status) in &before.members {
+                if status == MemberStatus::Active && !after.members.iter().any(|&(m, _)| m == n) {
+                    removals.push((n, e, after.at));
+                }
+            }
+        }
+        let in_doubt: Vec<(&TransferRec, usize, u64)> = w
+            .transfers
+            .iter()
+            .filter(|(_, t)| t.acked.is_none())
+            .filter_map(|(&(from, _, _), t)| {
+                let removed = removals.iter().find(|&&(n, _, at)| n == t.to && at >= t.sent)?;
+                Some((t, from, removed.2))
+            })
+            .collect();
+        if w.crashes.is_empty() && pauses.is_empty() && cutoffs.is_empty() && removals.is_empty() {
+            return Vec::new();
+        }
+        let mut resources: Vec<u64> = tasks.iter().map(|t| t.resource).collect();
+        resources.sort_unstable();
+        resources.dedup();
+        let mut out = Vec::new();
+        for &r in &resources {
+            let point = Ring::key_hash(&resource_name(r));
+            // (node, from, moved away at, the epoch that moved it).
+            let mut held: Vec<(usize, u64, u64, u64)> = Vec::new();
+            for &(e, er) in &epochs {
+                let owner = er.ring.locate_point(point).and_then(|(_, id)| node_index(id.addr));
+                match held.last_mut() {
+                    Some(last) if Some(last.0) == owner && last.2 == u64::MAX => {}
+                    _ => {
+                        if let Some(last) = held.last_mut().filter(|l| l.2 == u64::MAX) {
+                            last.2 = er.at;
+                            last.3 = e;
+                        }
+                        if let Some(o) = owner {
+                            held.push((o, er.at, u64::MAX, u64::MAX));
+                        }
+                    }
+                }
+            }
+            // Each holding with its release: the acknowledgement of the
+            // first transfer of `r` away from the holder.
+            let holdings: Vec<(usize, u64, u64, u64)> = held
+                .iter()
+                .map(|&(n, from, moved, epoch)| {
+                    let release = if moved == u64::MAX {
+                        u64::MAX
+                    } else {
+                        w.transfers
+                            .range((n, 0, 0)..(n + 1, 0, 0))
+                            .map(|(_, t)| t)
+                            .filter(|t| {
+                                t.epoch >= epoch && t.sent >= moved && t.spans.iter().any(|s| s.contains(point))
+                            })
+                            .filter_map(|t| t.acked)
+                            .min()
+                            .unwrap_or(u64::MAX)
+                    };
+                    (n, from, moved, release)
+                })
+                .collect();
+            let mut add = |touch: Touch, node: usize, from: u64, to: u64| {
+                out.push(Exposure { resource: r, touch, node, from, to: close(to) });
+            };
+            for &(n, at) in &w.crashes {
+                if holdings.iter().any(|&(h, from, _, release)| h == n && from <= at && at < release) {
+                    add(Touch::Crashed, n, at, u64::MAX);
+                }
+            }
+            for (touch, windows) in [(Touch::Paused, &pauses), (Touch::CutOff, &cutoffs)] {
+                for &(n, f0, f1) in windows.iter() {
+                    for &(h, from, moved, release) in &holdings {
+                        if h == n && from <= f1 && release >= f0 {
+                            let to = if moved <= f1 { release } else { f1 };
+                            add(touch, n, f0.max(from), to);
+                        }
+                    }
+                }
+            }
+            for &(n, _, at) in &removals {
+                for &(h, from, _, release) in &holdings {
+                    if h == n && from <= at && release > at {
+                        add(Touch::Removed, n, at, release);
+                    }
+                }
+            }
+            for &(t, from, at) in &in_doubt {
+                if t.spans.iter().any(|s| s.contains(point)) {
+                    add(Touch::InDoubt, from, at, u64::MAX);
+                }
+            }
+        }
+        out.sort_by_key(|e| (e.resource, e.from, e.touch, e.node, e.to));
+        out
     }
 
     fn sample(&mut self) {
@@ -1352,6 +1753,7 @@ impl Finished {
                 ),
                 None => format!("not converged by the end, {} ms after the last fault", (sim.end - settle) / 1000),
             },
+            class: None,
         };
         let stays = sim.converged();
         let still = Check {
@@ -1363,6 +1765,7 @@ impl Finished {
             } else {
                 format!("views differ at the end: {}", sim.divergence(3).join("; "))
             },
+            class: None,
         };
         let low_loss_false = membership.false_suspicions - membership.false_suspicions_at_high_loss;
         let loss_max = sim.plan.expect.no_false_down_at_loss_max;
@@ -1374,6 +1777,7 @@ impl Finished {
                 "{low_loss_false} false down declarations at low loss; {} at higher loss (reported only)",
                 membership.false_suspicions_at_high_loss
             ),
+            class: None,
         };
         let w = &sim.epochs;
         let latest = w.committed.last().copied().unwrap_or(0);
@@ -1395,6 +1799,7 @@ impl Finished {
             } else {
                 w.violations.iter().take(3).cloned().collect::<Vec<_>>().join("; ")
             },
+            class: None,
         };
         let agree = Check {
             name: "every running node ends on the latest committed epoch".into(),
@@ -1405,6 +1810,7 @@ impl Finished {
             } else {
                 format!("latest epoch {latest}; behind: {}", behind.join(", "))
             },
+            class: None,
         };
         let mut checks = vec![converge, still, no_false, chain, agree];
         for (at, checked, acting) in &w.lease_checks {
@@ -1418,6 +1824,7 @@ impl Finished {
                     at / 1000,
                     if acting.is_empty() { String::new() } else { format!(": {acting:?}") }
                 ),
+                class: None,
             });
         }
         if let Some((from_ms, max)) = sim.plan.expect.epochs_after {
@@ -1427,30 +1834,43 @@ impl Finished {
                 ok: count as u64 <= max,
                 kind: CheckKind::Safety,
                 detail: format!("{count} epochs committed from {from_ms} ms on"),
+                class: None,
             });
         }
         let mut tasks = Tasks::default();
         let mut invariants = Vec::new();
+        let mut expectations = None;
+        let mut liveness_classes = LivenessClasses::default();
         if let (Some(clients), Some(workload)) = (&sim.clients, &sim.plan.tasks) {
             let expect = sim
                 .plan
                 .expect
                 .tasks
                 .unwrap_or(TaskExpect { all_complete: false, exactly_once: !sim.plan.may_lose_custody() });
+            let custody = sim.plan.mode == Mode::Custody;
+            let exposures = if custody { sim.exposures(clients.tasks()) } else { Vec::new() };
+            let owner = |epoch: u64, r: u64| sim.owner_of(epoch, r);
             let run = TaskRun {
                 workload,
                 expect,
                 tasks: clients.tasks(),
                 counts: clients.counts(),
                 trace: &sim.trace,
-                may_lose_custody: sim.plan.may_lose_custody(),
+                faults: FaultFacts {
+                    exposures: &exposures,
+                    run_wide: !custody && sim.plan.may_lose_custody(),
+                    owner: custody.then_some(&owner as &dyn Fn(u64, u64) -> Option<usize>),
+                },
                 epochs: sim.epoch_facts(),
+                exec_us: Some(&|k| clients.exec_us(k)),
             };
-            let (task_checks, numbers) = checker::check(&run);
-            checks.extend(task_checks);
-            tasks = numbers;
-            invariants = checker::invariants(sim.plan.mode, &run);
+            let checked = checker::check_run(sim.plan.mode, &run);
+            checks.extend(checked.checks);
+            tasks = checked.tasks;
+            invariants = checked.invariants;
             checks.extend(invariants.iter().map(Invariant::to_check));
+            expectations = Some(checked.expectations);
+            liveness_classes = checked.classes;
         }
         let mut handoffs = sim.handoffs();
         handoffs.since_first_fault = sim.at_first_fault.map(|before| Moved {
@@ -1516,10 +1936,12 @@ impl Finished {
             lock_baseline,
             ratios: None,
             result: String::new(),
+            expectations,
+            liveness_classes,
             trace_hash,
             fault_plan: sim.plan,
         };
-        report.result = if report.first_failure().is_none() { "pass" } else { "fail" }.into();
+        report.result = Report::result_text(report.verdict()).into();
         report
     }
 }
@@ -1685,7 +2107,7 @@ mod tests {
         assert_ne!(report.verdict(), crate::report::Verdict::SafetyFailed, "{:#?}", report.checks);
         // Every invariant was checked; the safety ones held.
         assert_eq!(report.invariants.len(), 9);
-        assert!(report.invariants.iter().all(|i| i.ok || i.kind == CheckKind::Liveness), "{:#?}", report.invariants);
+        assert!(report.invariants.iter().all(|i| i.ok || i.unclassified() == 0), "{:#?}", report.invariants);
     }
 
     #[test]

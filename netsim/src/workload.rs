@@ -78,6 +78,8 @@ enum Stream {
 pub struct TaskGen {
     workload: Workload,
     seed: u64,
+    /// No task arrives later than this (true µs).
+    arrivals_end_us: u64,
     /// Zipf: the cumulative probability of resources `0..=j`, for a binary
     /// search (one number per resource).
     zipf_cdf: Vec<f64>,
@@ -102,7 +104,14 @@ impl TaskGen {
             }
             Distribution::Uniform | Distribution::Hot { .. } => Vec::new(),
         };
-        TaskGen { workload, seed: mix(seed), zipf_cdf }
+        TaskGen { workload, seed: mix(seed), arrivals_end_us: u64::MAX, zipf_cdf }
+    }
+
+    /// The same generator with no arrival later than `end_us` (true µs): a
+    /// later one arrives at `end_us` (see [`Workload::arrivals_end_ms`]).
+    pub fn with_arrivals_end(mut self, end_us: u64) -> TaskGen {
+        self.arrivals_end_us = end_us;
+        self
     }
 
     /// The workload.
@@ -168,7 +177,7 @@ impl TaskGen {
             return None;
         }
         let start = w.start_at_ms.saturating_mul(1000);
-        Some(match w.arrivals {
+        let at = match w.arrivals {
             Arrivals::Even => start + (k as f64 * 1e6 / w.rate) as u64,
             Arrivals::Poisson if k == 0 => start,
             Arrivals::Poisson => {
@@ -177,7 +186,8 @@ impl TaskGen {
                 previous + (gap_s * 1e6).min(3.6e9) as u64
             }
             Arrivals::Backlog => start + (k / BACKLOG_BATCH) * 1000,
-        })
+        };
+        Some(at.min(self.arrivals_end_us.max(start)))
     }
 }
 
@@ -208,10 +218,16 @@ pub struct TaskRecord {
     pub resource: u64,
     /// True time of its arrival (first submit), µs.
     pub arrived: u64,
-    /// True time it was acknowledged, µs, when the mode says so apart from
-    /// its answer (the lock baseline: its durable enqueue committed). An
-    /// answer `Completed` acknowledges a task too.
+    /// True time it was first acknowledged, µs, apart from its answer: in
+    /// custody mode a custodian's `Accepted` reached the gateway the client
+    /// asked (or the gateway, itself the custodian, accepted it as the
+    /// client's submit arrived); in lock mode its durable enqueue committed.
+    /// An answer `Completed` acknowledges a task too.
     pub acked: Option<u64>,
+    /// True time the node a request of this task waited at first crashed,
+    /// paused or was cut off from the voters' majority (the client's side
+    /// of the task was touched by a fault), µs.
+    pub gateway_fault: Option<u64>,
     /// Submits sent.
     pub attempts: u32,
     /// How it ended.
@@ -272,9 +288,11 @@ pub struct Clients {
 }
 
 impl Clients {
-    /// The clients of `workload`, drawing from `seed`.
-    pub fn new(workload: Workload, seed: u64) -> Clients {
-        let task_gen = TaskGen::new(workload, seed);
+    /// The clients of `workload`, drawing from `seed`, in a run of
+    /// `duration_ms` (arrivals end by [`Workload::arrivals_end_ms`]).
+    pub fn new(workload: Workload, seed: u64, duration_ms: u64) -> Clients {
+        let end_us = workload.arrivals_end_ms(duration_ms).saturating_mul(1000);
+        let task_gen = TaskGen::new(workload, seed).with_arrivals_end(end_us);
         let next_arrival = task_gen.arrival_us(0, 0);
         Clients {
             workload,
@@ -317,18 +335,40 @@ impl Clients {
     pub fn arrive(&mut self, now: u64) -> u64 {
         let k = self.tasks.len() as u64;
         let resource = self.task_gen.resource_of(k);
-        self.tasks.push(TaskRecord { resource, arrived: now, acked: None, attempts: 0, status: TaskStatus::Open });
+        self.tasks.push(TaskRecord {
+            resource,
+            arrived: now,
+            acked: None,
+            gateway_fault: None,
+            attempts: 0,
+            status: TaskStatus::Open,
+        });
         self.counts.submitted += 1;
         let due = self.next_arrival.unwrap_or(now);
         self.next_arrival = self.task_gen.arrival_us(k + 1, due);
         k
     }
 
-    /// Task `k` was acknowledged at `now` apart from its answer (the lock
-    /// baseline's durable enqueue); the first time counts.
+    /// Task `k` was acknowledged at `now` apart from its answer (a
+    /// custodian's `Accepted`, the lock baseline's durable enqueue); the
+    /// first time counts.
     pub fn acknowledge(&mut self, k: u64, now: u64) {
-        let t = &mut self.tasks[k as usize];
-        t.acked.get_or_insert(now);
+        if let Some(t) = self.tasks.get_mut(k as usize) {
+            t.acked.get_or_insert(now);
+        }
+    }
+
+    /// The task of the request on client connection `client`, if it waits.
+    pub fn task_of(&self, client: ClientId) -> Option<u64> {
+        self.outstanding.get(&client.0).map(|o| o.task)
+    }
+
+    /// `node` crashed, paused or was cut off at `now`: the tasks whose
+    /// requests wait there were touched by a fault (the first time counts).
+    pub fn gateway_fault(&mut self, node: usize, now: u64) {
+        for o in self.outstanding.values().filter(|o| o.node == node) {
+            self.tasks[o.task as usize].gateway_fault.get_or_insert(now);
+        }
     }
 
     /// Task `k` completed with `token` at `now`, as its client learns it
@@ -547,7 +587,7 @@ mod tests {
         let above_mean = times.iter().filter(|&&t| t > 10_000).count() as f64 / times.len() as f64;
         assert!((above_mean - (-1f64).exp()).abs() < 0.01, "{above_mean}");
         // Clients answer the same as their generator.
-        let clients = Clients::new(w, 3);
+        let clients = Clients::new(w, 3, 60_000);
         assert_eq!(clients.exec_us(5), a.exec_us(5));
         assert_eq!(clients.resource_of(5), a.resource_of(5));
     }
@@ -555,8 +595,8 @@ mod tests {
     #[test]
     fn the_same_tasks_arrive_whatever_the_clients_do_meanwhile() {
         // Two clients of one workload; one picks nodes between arrivals.
-        let mut a = Clients::new(workload(Arrivals::Poisson), 9);
-        let mut b = Clients::new(workload(Arrivals::Poisson), 9);
+        let mut a = Clients::new(workload(Arrivals::Poisson), 9, 60_000);
+        let mut b = Clients::new(workload(Arrivals::Poisson), 9, 60_000);
         while let Some(at) = a.next_arrival() {
             assert_eq!(b.next_arrival(), Some(at));
             let k = a.arrive(at);
@@ -571,7 +611,7 @@ mod tests {
     #[test]
     fn a_backlog_is_handed_out_lazily_in_batches() {
         let w = Workload { count: 2_500_000, arrivals: Arrivals::Backlog, ..workload(Arrivals::Even) };
-        let mut c = Clients::new(w, 1);
+        let mut c = Clients::new(w, 1, 60_000);
         // Nothing is generated up front.
         assert!(c.tasks().is_empty());
         assert_eq!(c.next_arrival(), Some(2_000_000));
@@ -601,7 +641,7 @@ mod tests {
     #[test]
     fn arrivals_come_lazily_at_the_rate() {
         for arrivals in [Arrivals::Even, Arrivals::Poisson] {
-            let mut c = Clients::new(workload(arrivals), 9);
+            let mut c = Clients::new(workload(arrivals), 9, 60_000);
             let mut last = 0;
             let mut n = 0;
             while let Some(at) = c.next_arrival() {
@@ -620,8 +660,41 @@ mod tests {
     }
 
     #[test]
+    fn poisson_arrivals_end_before_the_drain_margin() {
+        // 1,000 tasks at 100/s from 2 s: nominally until 12 s. In a run of
+        // 14 s, arrivals must end by 14 − 5 = 9 s; in a long run, by the
+        // nominal end (the Poisson tail is cut there).
+        for (duration_ms, end_us) in [(14_000u64, 9_000_000u64), (600_000, 12_000_000)] {
+            let w = workload(Arrivals::Poisson);
+            assert_eq!(w.arrivals_end_ms(duration_ms) * 1000, end_us);
+            for seed in 0..20 {
+                let mut c = Clients::new(w, seed, duration_ms);
+                let mut last = 0;
+                while let Some(at) = c.next_arrival() {
+                    last = at;
+                    c.arrive(at);
+                }
+                assert_eq!(c.tasks().len(), 1000, "no task is dropped");
+                assert!(last <= end_us, "seed {seed}: a task arrives at {last} µs, after {end_us}");
+            }
+        }
+        // Unclamped, some seed's Poisson tail runs past the nominal end:
+        // the clamp is what keeps it in.
+        let w = workload(Arrivals::Poisson);
+        let overrun = (0..20).any(|seed| {
+            let g = TaskGen::new(w, seed);
+            let mut at = 0;
+            for k in 0..w.count {
+                at = g.arrival_us(k, at).expect("in range");
+            }
+            at > 12_000_000
+        });
+        assert!(overrun);
+    }
+
+    #[test]
     fn retries_are_bounded_and_resets_retry_the_stopped_nodes_tasks() {
-        let mut c = Clients::new(workload(Arrivals::Even), 1);
+        let mut c = Clients::new(workload(Arrivals::Even), 1, 60_000);
         let k = c.arrive(0);
         let (a, _) = c.submit(k, 3);
         let busy = wire::encode_message(&Message::Response(Response::Busy)).unwrap();
