@@ -1171,7 +1171,20 @@ fn random(b: &mut Builder) {
             let _ = (0..8).any(|_| swarm.place(Episode::Isolate));
         }
     }
+    // Seeds were drawn before later episodes took nodes away: a seed that
+    // is down, gone or not started at the join or restart gives way to
+    // nodes that are up then.
+    let mut faults = std::mem::take(&mut swarm.b.plan.faults);
+    for f in &mut faults {
+        if let Fault::Join { node, seeds } | Fault::Restart { node, seeds } = &mut f.fault {
+            seeds.retain(|&s| swarm.free(s, f.at_ms, f.at_ms));
+            if seeds.is_empty() {
+                *seeds = swarm.seeds(f.at_ms, *node);
+            }
+        }
+    }
     let b = swarm.b;
+    b.plan.faults = faults;
     b.plan.faults.sort_by_key(|f| f.at_ms);
     // Every cut healed, the network clean, by `end`.
     let last = |pred: &dyn Fn(&Fault) -> bool| b.plan.faults.iter().rposition(|f| pred(&f.fault));
@@ -1412,8 +1425,9 @@ mod tests {
                     Fault::Restart { node, .. } => {
                         down.remove(node);
                     }
-                    Fault::Join { node, .. } => {
+                    Fault::Join { node, seeds } => {
                         assert!(*node >= plan.formed, "seed {seed}: a formed node joins");
+                        assert!(seeds.iter().all(|s| !down.contains(s) && !paused.contains(s)), "seed {seed}");
                         joins_in_cut += usize::from(cut && cut_joiners.contains(node));
                     }
                     Fault::Leave { .. } => {}
