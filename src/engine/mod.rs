@@ -934,8 +934,12 @@ impl Node {
             self.leave_deadline = Some(self.now + self.leave_timeout());
             self.flush_store();
         } else {
+            // Not a member: it hands over what an earlier life held, and
+            // asks the leader not to admit it meanwhile (a leave request
+            // keeps a join out of the next epoch).
             self.leave_deadline = Some(self.now + self.config.handoff_timeout);
-            self.try_finish_leave();
+            self.store.request_leave(self.now);
+            self.flush_store();
         }
     }
 

@@ -905,6 +905,9 @@ fn removed_node_leaves(leave_first: bool) {
         .position(|(_, at, o)| *at == victim && *o == Output::Event(Event::Epoch(EpochEvent::Removed)))
         .unwrap();
     assert!(removed < left);
+    // Never admitted again while it was leaving.
+    let last = net.nodes[&gateway].configuration().expect("a configuration");
+    assert!(last.member(victim).is_none(), "{last:?}");
     // Removed while leaving, it left as the same life: no rejoin.
     assert_eq!(net.nodes[&victim].id().incarnation, if leave_first { 1 } else { 2 });
 }
