@@ -197,6 +197,9 @@ pub struct Exposure {
     /// holder's handoff of the resource was acknowledged; `u64::MAX`: still
     /// at the end of the run (a crash's state never comes back).
     pub to: u64,
+    /// The fault itself (a pause, a cut) still lasted at the end of the
+    /// run: liveness is not owed for what it holds.
+    pub unhealed: bool,
 }
 
 /// What the checker knows of the faults (see [`Exposure`]).
@@ -389,7 +392,7 @@ struct Touched {
 }
 
 /// The exposures of resource `r`.
-fn exposures<'a>(all: &'a [Exposure], r: u64) -> &'a [Exposure] {
+fn exposures(all: &[Exposure], r: u64) -> &[Exposure] {
     let lo = all.partition_point(|e| e.resource < r);
     let hi = lo + all[lo..].partition_point(|e| e.resource == r);
     &all[lo..hi]
@@ -425,7 +428,7 @@ fn touched(run: &TaskRun<'_>, index: &Index) -> Touched {
             if e.from <= settle && e.to >= t.arrived {
                 m |= e.touch.bit();
                 note(e.touch.bit(), k, Some(*e), e.from, &mut first);
-                if e.to == u64::MAX && matches!(e.touch, Touch::Paused | Touch::CutOff) {
+                if e.unhealed {
                     m |= UNHEALED;
                 }
             }
@@ -1021,8 +1024,7 @@ fn invariants_of(
         let r = ex(i).resource;
         let mine = exposures(run.faults.exposures, r);
         let bits = mine.iter().filter(|e| e.from <= at).fold(if run.faults.run_wide { RUN_WIDE } else { 0 }, |m, e| {
-            m | e.touch.bit()
-                | if e.to == u64::MAX && matches!(e.touch, Touch::Paused | Touch::CutOff) { UNHEALED } else { 0 }
+            m | e.touch.bit() | if e.unhealed { UNHEALED } else { 0 }
         });
         if let Some(class) = classify(bits, true, &TaskStatus::Open) {
             *lost_classes.entry(class.name().to_string()).or_insert(0) += 1;
@@ -1105,7 +1107,7 @@ fn invariants_of(
     let mut dup_tasks = 0u64;
     let mut unexcused_dups = 0u64;
     let mut bad_dups: Tally<(Ix, Ix)> = Tally::new();
-    for k in 0..tasks.len() {
+    for (k, task) in tasks.iter().enumerate() {
         let runs = index.of_task(k);
         if runs.len() > 1 {
             dup_tasks += 1;
@@ -1115,7 +1117,7 @@ fn invariants_of(
             let (a, b) = (pair[0], pair[1]);
             let excused = !run.expect.exactly_once
                 && (run.faults.run_wide
-                    || exposures(run.faults.exposures, tasks[k].resource)
+                    || exposures(run.faults.exposures, task.resource)
                         .iter()
                         .any(|e| e.from <= ex(b).start && e.to >= ex(a).start));
             if !excused {
@@ -1126,7 +1128,6 @@ fn invariants_of(
             }
         }
     }
-    let _ = mask;
     out.push(make(
         "I6",
         "attributable duplicates: a task runs again only after a fault touched its resource's custody, with a \
@@ -1357,7 +1358,7 @@ mod tests {
 
     /// A fault window on resource `r`.
     fn window(r: u64, touch: Touch, from: u64, to: u64) -> Exposure {
-        Exposure { resource: r, touch, node: 9, from, to }
+        Exposure { resource: r, touch, node: 9, from, to, unhealed: to == u64::MAX && touch == Touch::Paused }
     }
 
     /// `touched`: a pause of a holder of resources 0 and 1 for the whole

@@ -1566,12 +1566,12 @@ impl Sim {
                     (n, from, moved, release)
                 })
                 .collect();
-            let mut add = |touch: Touch, node: usize, from: u64, to: u64| {
-                out.push(Exposure { resource: r, touch, node, from, to: close(to) });
+            let mut add = |touch: Touch, node: usize, from: u64, to: u64, unhealed: bool| {
+                out.push(Exposure { resource: r, touch, node, from, to: close(to), unhealed });
             };
             for &(n, at) in &w.crashes {
                 if holdings.iter().any(|&(h, from, _, release)| h == n && from <= at && at < release) {
-                    add(Touch::Crashed, n, at, u64::MAX);
+                    add(Touch::Crashed, n, at, u64::MAX, false);
                 }
             }
             for (touch, windows) in [(Touch::Paused, &pauses), (Touch::CutOff, &cutoffs)] {
@@ -1579,7 +1579,7 @@ impl Sim {
                     for &(h, from, moved, release) in &holdings {
                         if h == n && from <= f1 && release >= f0 {
                             let to = if moved <= f1 { release } else { f1 };
-                            add(touch, n, f0.max(from), to);
+                            add(touch, n, f0.max(from), to, f1 == u64::MAX);
                         }
                     }
                 }
@@ -1587,13 +1587,13 @@ impl Sim {
             for &(n, _, at) in &removals {
                 for &(h, from, _, release) in &holdings {
                     if h == n && from <= at && release > at {
-                        add(Touch::Removed, n, at, release);
+                        add(Touch::Removed, n, at, release, false);
                     }
                 }
             }
             for &(t, from, at) in &in_doubt {
                 if t.spans.iter().any(|s| s.contains(point)) {
-                    add(Touch::InDoubt, from, at, u64::MAX);
+                    add(Touch::InDoubt, from, at, u64::MAX, false);
                 }
             }
         }
