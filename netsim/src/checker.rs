@@ -398,9 +398,8 @@ fn exposures(all: &[Exposure], r: u64) -> &[Exposure] {
     &all[lo..hi]
 }
 
-fn touched(run: &TaskRun<'_>, index: &Index) -> Touched {
+fn touched(run: &TaskRun<'_>) -> Touched {
     let tasks = run.tasks;
-    let trace = run.trace;
     let mut mask = vec![if run.faults.run_wide { RUN_WIDE } else { 0 }; tasks.len()];
     let mut first: BTreeMap<u8, (usize, Option<Exposure>, u64)> = BTreeMap::new();
     let note = |bit: u8, k: usize, e: Option<Exposure>, at: u64, first: &mut BTreeMap<u8, _>| {
@@ -420,9 +419,13 @@ fn touched(run: &TaskRun<'_>, index: &Index) -> Touched {
         if mine.is_empty() && gateway.is_none() {
             continue;
         }
-        // The task's life: from its arrival to its first execution's end
-        // (its effect), or to the end of the run.
-        let settle = index.of_task(k).iter().filter_map(|&i| trace[i as usize].end).min().unwrap_or(u64::MAX);
+        // The task's life: from its arrival to its client's `Completed`
+        // answer, or to the end of the run (a fault between its execution
+        // and its answer touches it too: the answer may be what is lost).
+        let settle = match t.status {
+            TaskStatus::Completed { at, .. } => at,
+            _ => u64::MAX,
+        };
         let mut m = mask[k];
         for e in mine {
             if e.from <= settle && e.to >= t.arrived {
@@ -531,7 +534,7 @@ pub fn check_run(mode: Mode, run: &TaskRun<'_>) -> Checked {
     let trace = run.trace;
     let index = Index::new(tasks, trace);
     let fence = fence(mode, run, &index);
-    let touched = touched(run, &index);
+    let touched = touched(run);
     let mask = &touched.mask;
     let executed = (0..tasks.len()).filter(|&k| !index.of_task(k).is_empty()).count() as u64;
     let duplicate_executions = (0..tasks.len()).map(|k| index.of_task(k).len().saturating_sub(1) as u64).sum::<u64>();
