@@ -29,8 +29,10 @@ pub const QUEUED_BYTES_TOTAL_MAX: usize = 256 * 1024 * 1024;
 /// Resources one node keeps state for; a task of a new resource past it
 /// gets `Busy`.
 pub const RESOURCES_MAX: usize = 1 << 20;
-/// Task ids remembered per resource for deduplication (the most recent); an
-/// older retry is no longer recognised and runs again.
+/// Task ids of executed tasks remembered per resource for deduplication
+/// (the most recent), besides every task still queued or running; a retry
+/// of an executed task older than that is no longer recognised and runs
+/// again.
 pub const DEDUP_PER_RESOURCE_MAX: usize = 1024;
 /// Submitters waiting for one task's outcome.
 pub const WAITERS_PER_TASK_MAX: usize = 8;

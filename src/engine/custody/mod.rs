@@ -193,6 +193,21 @@ struct Res {
     scheduled: bool,
 }
 
+impl Res {
+    /// Forgets the oldest task ids past [`DEDUP_PER_RESOURCE_MAX`], but only
+    /// of tasks that ran: the id of a task still queued or running is kept
+    /// (so a reminder from its gateway, however late, never queues it a
+    /// second time), which bounds the table by the queue's bound plus
+    /// [`DEDUP_PER_RESOURCE_MAX`].
+    fn trim_dedup(&mut self) {
+        while self.dedup.len() > DEDUP_PER_RESOURCE_MAX
+            && self.dedup.front().is_some_and(|&(_, seq, _)| seq <= self.executed)
+        {
+            self.dedup.pop_front();
+        }
+    }
+}
+
 /// A transfer sent and not acknowledged.
 #[derive(Debug)]
 struct Outgoing {
@@ -583,9 +598,7 @@ impl Custody {
         res.last_seq += 1;
         let seq = res.last_seq;
         res.dedup.push_back((task.id.clone(), seq, 0));
-        if res.dedup.len() > DEDUP_PER_RESOURCE_MAX {
-            res.dedup.pop_front();
-        }
+        res.trim_dedup();
         res.queued_bytes += weight;
         res.queue.push_back(PendingTask { seq, task, attempts: 0, waiters: waiter.into_iter().collect() });
         self.queued_total += 1;
@@ -652,6 +665,7 @@ impl Custody {
         };
         let res = self.resources.get_mut(&key).expect("just found");
         res.executed = res.executed.max(seq);
+        res.trim_dedup();
         if let Ok(i) = res.dedup.binary_search_by_key(&seq, |&(_, s, _)| s) {
             res.dedup[i].2 = res.token_floor;
         }

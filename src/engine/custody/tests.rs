@@ -690,3 +690,28 @@ fn a_copy_arriving_after_the_part_moved_on_is_refused() {
     assert_eq!(cb.info().resources, resources, "nothing of a's old copy is taken");
     assert!(cb.piece_of(Ring::key_hash(&r)).is_none(), "b does not hold r's part again");
 }
+
+#[test]
+fn a_queued_task_is_recognised_however_many_were_accepted_after_it() {
+    let (mut c, _, _) = founder(1);
+    assert_eq!(
+        submit_from(&mut c, 5, 1, task("first", "r")),
+        TaskMsg::Accepted { req: 1, seq: 1, epoch: 1, duplicate: false }
+    );
+    let more = DEDUP_PER_RESOURCE_MAX as u64 + 10;
+    for i in 0..more {
+        c.on_submit(id(5).addr, 2 + i, task(&format!("t{i}"), "r"), false, true, T0);
+    }
+    outputs(&mut c);
+    // "first" has not run: its gateway's reminder finds it, nothing is queued again.
+    assert_eq!(
+        submit_from(&mut c, 5, 9_999, task("first", "r")),
+        TaskMsg::Accepted { req: 9_999, seq: 1, epoch: 1, duplicate: true }
+    );
+    // Once it ran, its id is the oldest and goes first when the table is full.
+    c.pump(T0, true);
+    outputs(&mut c);
+    c.finished("r", 1, Outcome::Ok(vec![]), at(1));
+    assert!(c.resources.values().all(|r| r.dedup.iter().all(|(id, _, _)| id != "first")));
+    assert!(c.resources.values().all(|r| r.dedup.len() == more as usize));
+}
