@@ -642,8 +642,7 @@ impl Node {
         let alive = |id: &NodeId| {
             self.swim.iter_membership_state().any(|m| m.id().life() == *id && m.state() != foca::State::Down)
         };
-        let Some(holder) =
-            config.members.iter().find(|m| m.id.name == me.name && m.id.addr != me.addr && alive(&m.id))
+        let Some(holder) = config.members.iter().find(|m| m.id.name == me.name && m.id.addr != me.addr && alive(&m.id))
         else {
             return;
         };
@@ -829,11 +828,11 @@ impl Node {
     fn handle_task_message(&mut self, from: SocketAddr, msg: TaskMsg) {
         let lease_ok = self.may_act_as_custodian(self.now);
         match msg {
-            TaskMsg::Submit { req, task, wait, epoch } => {
+            TaskMsg::Submit { req, task, wait, epoch, seq } => {
                 if epoch > self.custody.epoch() {
                     tracing::debug!(epoch, "a submit routed by a newer epoch than this node knows");
                 }
-                self.custody.on_submit(from, req, task, wait, lease_ok, self.now);
+                self.custody.on_submit(from, req, task, wait, seq, lease_ok, self.now);
             }
             TaskMsg::Transfer(transfer) => self.custody.on_transfer(from, transfer, self.now),
             TaskMsg::TransferAck { id } => self.custody.on_transfer_ack(from, id, self.now),

@@ -34,6 +34,10 @@ pub const RESOURCES_MAX: usize = 1 << 20;
 /// of an executed task older than that is no longer recognised and runs
 /// again.
 pub const DEDUP_PER_RESOURCE_MAX: usize = 1024;
+/// Steps of token epochs remembered per resource (one per custodian that
+/// ran its tasks): past it, the oldest go, and a reminder about a task that
+/// old is told it ran, without its token.
+pub const TOKEN_EPOCHS_PER_RESOURCE_MAX: usize = 64;
 /// Submitters waiting for one task's outcome.
 pub const WAITERS_PER_TASK_MAX: usize = 8;
 

@@ -125,6 +125,10 @@ pub enum TaskMsg {
         wait: bool,
         /// The gateway's latest epoch.
         epoch: u64,
+        /// The sequence number a custodian gave the task, when this is a
+        /// gateway's reminder about a task accepted already.
+        #[serde(default)]
+        seq: Option<u64>,
     },
     /// The custodian accepted the task (or recognised a retry of it).
     Accepted {
@@ -223,6 +227,11 @@ pub struct ResourceState {
     /// Recent task ids, oldest first: `(id, seq, epoch of the token it ran
     /// with, 0 until it ran)`.
     pub dedup: Vec<(String, u64, u64)>,
+    /// The epochs of the tokens the resource's tasks ran with, as steps
+    /// `(first seq, epoch)`, oldest first: the token of a task whose id was
+    /// forgotten.
+    #[serde(default)]
+    pub token_epochs: Vec<(u64, u64)>,
 }
 
 /// An accepted task waiting to run.

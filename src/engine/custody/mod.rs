@@ -45,7 +45,7 @@ use super::id::NodeId;
 use super::ring::{RangeId, Ring, Span};
 use super::task::{
     DEDUP_PER_RESOURCE_MAX, Outcome, QUEUED_BYTES_PER_RESOURCE_MAX, QUEUED_BYTES_TOTAL_MAX, QUEUED_PER_RESOURCE_MAX,
-    QUEUED_TOTAL_MAX, RESOURCES_MAX, Task, Token, WAITERS_PER_TASK_MAX,
+    QUEUED_TOTAL_MAX, RESOURCES_MAX, TOKEN_EPOCHS_PER_RESOURCE_MAX, Task, Token, WAITERS_PER_TASK_MAX,
 };
 use super::time::Instant;
 use super::wire::{Completed, CustodyInfo, PendingTask, ResourceState, Response, Submitted, TaskMsg, Transfer, Waiter};
@@ -189,6 +189,8 @@ struct Res {
     /// Recent task ids: `(id, seq, epoch of the token it ran with, 0 until
     /// it ran)`, in sequence order.
     dedup: VecDeque<(String, u64, u64)>,
+    /// Token epochs as steps `(first seq, epoch)`, oldest first.
+    token_epochs: VecDeque<(u64, u64)>,
     /// Whether the key is in the runnable queue.
     scheduled: bool,
 }
@@ -199,6 +201,12 @@ impl Res {
     /// (so a reminder from its gateway, however late, never queues it a
     /// second time), which bounds the table by the queue's bound plus
     /// [`DEDUP_PER_RESOURCE_MAX`].
+    /// The epoch of the token task `seq` ran with, if still known.
+    fn token_epoch(&self, seq: u64) -> Option<u64> {
+        let known = self.token_epochs.front().is_some_and(|&(first, _)| first <= seq) && seq <= self.executed;
+        known.then(|| self.token_epochs.iter().rev().find(|&&(first, _)| first <= seq).map(|&(_, e)| e)).flatten()
+    }
+
     fn trim_dedup(&mut self) {
         while self.dedup.len() > DEDUP_PER_RESOURCE_MAX
             && self.dedup.front().is_some_and(|&(_, seq, _)| seq <= self.executed)
@@ -436,13 +444,13 @@ impl Custody {
         p.backoff = (p.backoff * 2).min(cap);
         let Some(owner) = owner else { return };
         if owner == self.me.addr {
-            let (task, wait) = (p.task.clone(), p.wait);
+            let (task, wait, seq) = (p.task.clone(), p.wait, p.accepted);
             let waiter = Waiter { gateway: self.me.addr, req };
-            let answer = self.accept(task, wait.then_some(waiter), lease_ok, now);
+            let answer = self.accept(task, wait.then_some(waiter), seq, lease_ok, now);
             let answer = answer.with_req(req);
             self.on_answer(self.me.addr, answer, now, lease_ok);
         } else {
-            let msg = TaskMsg::Submit { req, task: p.task.clone(), wait: p.wait, epoch: self.epoch };
+            let msg = TaskMsg::Submit { req, task: p.task.clone(), wait: p.wait, epoch: self.epoch, seq: p.accepted };
             self.stats.submits_forwarded += 1;
             self.outputs.push(CustodyOutput::Send(owner, msg));
         }
@@ -536,17 +544,27 @@ impl Custody {
         req: u64,
         task: Task,
         wait: bool,
+        seq: Option<u64>,
         lease_ok: bool,
         now: Instant,
     ) {
         let waiter = Waiter { gateway: from, req };
-        let answer = self.accept(task, wait.then_some(waiter), lease_ok, now).with_req(req);
+        let answer = self.accept(task, wait.then_some(waiter), seq, lease_ok, now).with_req(req);
         self.outputs.push(CustodyOutput::Send(from, answer));
     }
 
     /// Takes a task as its custodian, or says why not. The answer's `req`
     /// is filled in by the caller.
-    fn accept(&mut self, task: Task, waiter: Option<Waiter>, lease_ok: bool, now: Instant) -> TaskMsg {
+    /// `known` is the sequence number a custodian gave the task before,
+    /// when a gateway reminds about an accepted task.
+    fn accept(
+        &mut self,
+        task: Task,
+        waiter: Option<Waiter>,
+        known: Option<u64>,
+        lease_ok: bool,
+        now: Instant,
+    ) -> TaskMsg {
         if let Err(reason) = task.validate() {
             return TaskMsg::Rejected { req: 0, reason: format!("invalid task: {reason}") };
         }
@@ -580,6 +598,32 @@ impl Custody {
                 }
             }
             return TaskMsg::Accepted { req: 0, seq, epoch, duplicate: true };
+        }
+        if let Some(seq) = known
+            && let Some(ran_at) =
+                self.resources.get(&key).filter(|res| seq <= res.executed).map(|res| res.token_epoch(seq))
+        {
+            // Accepted under `seq` and forgotten since: only ids of tasks
+            // that ran are forgotten, so it ran, long ago. Queueing it again
+            // would run it twice under a new sequence number. (A state lost
+            // with a crashed custodian is never rebuilt here, so `seq` is of
+            // this resource's one chain of sequence numbers.) Its outcome is
+            // not kept; its token is, while the epoch steps reach back.
+            if let Some(token_epoch) = ran_at {
+                if let Some(w) = waiter {
+                    let token = Token { epoch: token_epoch, seq };
+                    let done = TaskMsg::Done { req: w.req, task_id: task.id, token, outcome: None };
+                    self.deliver(w, done, now);
+                }
+                return TaskMsg::Accepted { req: 0, seq, epoch, duplicate: true };
+            }
+            return TaskMsg::Rejected {
+                req: 0,
+                reason: format!(
+                    "task {:?} ran as number {seq} of {:?}; its token and outcome are no longer kept (the ids of the last {DEDUP_PER_RESOURCE_MAX} tasks run per resource are)",
+                    task.id, task.resource
+                ),
+            };
         }
         let weight = task.weight();
         let res = self.resources.get(&key);
@@ -647,6 +691,12 @@ impl Custody {
             self.queued_bytes_total -= weight;
             let token = Token { epoch: act_epoch.max(res.token_floor), seq: next.seq };
             res.token_floor = token.epoch;
+            if res.token_epochs.back().is_none_or(|&(_, epoch)| epoch != token.epoch) {
+                res.token_epochs.push_back((next.seq, token.epoch));
+                if res.token_epochs.len() > TOKEN_EPOCHS_PER_RESOURCE_MAX {
+                    res.token_epochs.pop_front();
+                }
+            }
             res.running = Some(Running { seq: next.seq, task_id: next.task.id.clone(), waiters: next.waiters });
             self.running += 1;
             self.stats.tasks_started += 1;
@@ -733,6 +783,7 @@ impl Custody {
                     token_floor: res.token_floor,
                     pending: res.queue.into(),
                     dedup: res.dedup.into(),
+                    token_epochs: res.token_epochs.into(),
                 });
                 // Full: cut after this resource, if the next one lies at
                 // another point (one point's resources stay together).
@@ -850,6 +901,7 @@ impl Custody {
             executed: state.executed,
             token_floor: state.token_floor,
             dedup: state.dedup.into(),
+            token_epochs: state.token_epochs.into_iter().rev().take(TOKEN_EPOCHS_PER_RESOURCE_MAX).rev().collect(),
             scheduled: false,
         };
         self.resources.insert(key, res);
