@@ -832,7 +832,7 @@ impl Node {
                 if epoch > self.custody.epoch() {
                     tracing::debug!(epoch, "a submit routed by a newer epoch than this node knows");
                 }
-                self.custody.on_submit(from, req, task, wait, seq, lease_ok, self.now);
+                self.custody.on_submit(from, custody::Ask { req, wait, seq }, task, lease_ok, self.now);
             }
             TaskMsg::Transfer(transfer) => self.custody.on_transfer(from, transfer, self.now),
             TaskMsg::TransferAck { id } => self.custody.on_transfer_ack(from, id, self.now),

@@ -97,6 +97,18 @@ pub enum CustodyOutput {
     Execute(Execution),
 }
 
+/// How a gateway asks a custodian to take a task (a [`TaskMsg::Submit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ask {
+    /// The gateway's request number.
+    pub req: u64,
+    /// Whether the gateway waits for the outcome.
+    pub wait: bool,
+    /// The sequence number a custodian gave the task, when this is a
+    /// reminder about an accepted task.
+    pub seq: Option<u64>,
+}
+
 /// A task to run now, with everything the handler is given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Execution {
@@ -538,18 +550,9 @@ impl Custody {
     // ---- acceptance at the custodian ------------------------------------------
 
     /// A gateway's submit at this node, as custodian.
-    pub(crate) fn on_submit(
-        &mut self,
-        from: SocketAddr,
-        req: u64,
-        task: Task,
-        wait: bool,
-        seq: Option<u64>,
-        lease_ok: bool,
-        now: Instant,
-    ) {
-        let waiter = Waiter { gateway: from, req };
-        let answer = self.accept(task, wait.then_some(waiter), seq, lease_ok, now).with_req(req);
+    pub(crate) fn on_submit(&mut self, from: SocketAddr, ask: Ask, task: Task, lease_ok: bool, now: Instant) {
+        let waiter = Waiter { gateway: from, req: ask.req };
+        let answer = self.accept(task, ask.wait.then_some(waiter), ask.seq, lease_ok, now).with_req(ask.req);
         self.outputs.push(CustodyOutput::Send(from, answer));
     }
 

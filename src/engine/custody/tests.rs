@@ -106,7 +106,7 @@ fn transfers(outs: &[CustodyOutput]) -> Vec<(SocketAddr, Transfer)> {
 }
 
 fn submit_from(c: &mut Custody, gateway: u16, req: u64, t: Task) -> TaskMsg {
-    c.on_submit(id(gateway).addr, req, t, false, None, true, T0);
+    c.on_submit(id(gateway).addr, Ask { req, wait: false, seq: None }, t, true, T0);
     let outs = outputs(c);
     let answers: Vec<TaskMsg> = sent(&outs).into_iter().map(|(_, m)| m).collect();
     assert_eq!(answers.len(), 1, "one answer per submit: {answers:?}");
@@ -179,7 +179,7 @@ fn a_retried_task_id_gets_its_sequence_number_and_runs_once() {
     c.finished("r", 1, Outcome::Ok(b"done".to_vec()), at(1));
     outputs(&mut c);
     // A waiting retry after it ran: told it ran, the outcome is not kept.
-    c.on_submit(id(5).addr, 4, task("x", "r"), true, None, true, at(2));
+    c.on_submit(id(5).addr, Ask { req: 4, wait: true, seq: None }, task("x", "r"), true, at(2));
     let answers = sent(&outputs(&mut c));
     assert_eq!(
         answers,
@@ -212,7 +212,7 @@ fn without_a_lease_nothing_starts_and_submits_are_not_ready() {
     submit_from(&mut c, 5, 1, task("t1", "r"));
     c.pump(T0, false);
     assert!(outputs(&mut c).is_empty());
-    c.on_submit(id(5).addr, 2, task("t2", "r"), false, None, false, T0);
+    c.on_submit(id(5).addr, Ask { req: 2, wait: false, seq: None }, task("t2", "r"), false, T0);
     assert_eq!(sent(&outputs(&mut c)), vec![(id(5).addr, TaskMsg::NotReady { req: 2 })]);
     c.pump(T0, true);
     assert_eq!(executions(&outputs(&mut c)).len(), 1);
@@ -593,7 +593,7 @@ fn a_waiting_gateway_reminds_the_custodian_and_a_reminder_adds_no_second_waiter(
     cg.submit(ClientId(1), task("t1", "r"), true, T0, true);
     let [(_, submit)] = &sent(&outputs(&mut cg))[..] else { panic!() };
     let TaskMsg::Submit { req, task: t, wait, .. } = submit.clone() else { panic!() };
-    c.on_submit(g.addr, req, t.clone(), wait, None, true, T0);
+    c.on_submit(g.addr, Ask { req, wait, seq: None }, t.clone(), true, T0);
     let [(_, accepted)] = &sent(&outputs(&mut c))[..] else { panic!() };
     cg.on_answer(a.addr, accepted.clone(), T0, true);
     // The Done will be lost; the gateway asks again after OUTCOME_POLL_MIN.
@@ -602,7 +602,7 @@ fn a_waiting_gateway_reminds_the_custodian_and_a_reminder_adds_no_second_waiter(
     let [(to, again)] = &sent(&outputs(&mut cg))[..] else { panic!() };
     assert_eq!(*to, a.addr);
     assert!(matches!(again, TaskMsg::Submit { req: r, .. } if *r == req));
-    c.on_submit(g.addr, req, t, true, None, true, T0 + OUTCOME_POLL_MIN);
+    c.on_submit(g.addr, Ask { req, wait: true, seq: None }, t, true, T0 + OUTCOME_POLL_MIN);
     outputs(&mut c);
     c.pump(T0 + OUTCOME_POLL_MIN, true);
     outputs(&mut c);
@@ -623,7 +623,7 @@ fn a_retry_of_a_task_that_ran_is_told_the_token_it_ran_with() {
     let ts = transfers(&outputs(&mut ca));
     let mut cb = received_by(&b, &c2, a.addr, &ts, at(2));
     // t1 ran at a with token (1, 1); b, custodian since epoch 2, says so.
-    cb.on_submit(id(5).addr, 9, task("t1", &r), true, None, true, at(3));
+    cb.on_submit(id(5).addr, Ask { req: 9, wait: true, seq: None }, task("t1", &r), true, at(3));
     let answers = sent(&outputs(&mut cb));
     assert!(matches!(&answers[0].1, TaskMsg::Done { token: Token { epoch: 1, seq: 1 }, outcome: None, .. }));
 }
@@ -700,7 +700,7 @@ fn a_queued_task_is_recognised_however_many_were_accepted_after_it() {
     );
     let more = DEDUP_PER_RESOURCE_MAX as u64 + 10;
     for i in 0..more {
-        c.on_submit(id(5).addr, 2 + i, task(&format!("t{i}"), "r"), false, None, true, T0);
+        c.on_submit(id(5).addr, Ask { req: 2 + i, wait: false, seq: None }, task(&format!("t{i}"), "r"), true, T0);
     }
     outputs(&mut c);
     // "first" has not run: its gateway's reminder finds it, nothing is queued again.
@@ -724,14 +724,14 @@ fn a_reminder_about_a_task_that_ran_and_was_forgotten_never_queues_it_again() {
     outputs(&mut c);
     c.finished("r", 1, Outcome::Ok(vec![]), at(1));
     for i in 0..DEDUP_PER_RESOURCE_MAX as u64 {
-        c.on_submit(id(5).addr, 2 + i, task(&format!("t{i}"), "r"), false, None, true, at(1));
+        c.on_submit(id(5).addr, Ask { req: 2 + i, wait: false, seq: None }, task(&format!("t{i}"), "r"), true, at(1));
         c.pump(at(1), true);
         c.finished("r", 2 + i, Outcome::Ok(vec![]), at(1));
     }
     outputs(&mut c);
     // The gateway of "first" knows its number: told it ran, with its token,
     // not queued again.
-    c.on_submit(id(5).addr, 9_999, task("first", "r"), true, Some(1), true, at(2));
+    c.on_submit(id(5).addr, Ask { req: 9_999, wait: true, seq: Some(1) }, task("first", "r"), true, at(2));
     let answers = sent(&outputs(&mut c));
     assert_eq!(
         answers.iter().map(|(_, m)| m.clone()).collect::<Vec<_>>(),
@@ -742,7 +742,7 @@ fn a_reminder_about_a_task_that_ran_and_was_forgotten_never_queues_it_again() {
     );
     // Without its token epoch (steps forgotten), it is told it ran.
     c.resources.values_mut().for_each(|r| r.token_epochs.clear());
-    c.on_submit(id(5).addr, 10_000, task("first", "r"), true, Some(1), true, at(2));
+    c.on_submit(id(5).addr, Ask { req: 10_000, wait: true, seq: Some(1) }, task("first", "r"), true, at(2));
     let answers = sent(&outputs(&mut c));
     assert!(
         matches!(&answers[..], [(_, TaskMsg::Rejected { req: 10_000, reason })] if reason.contains("ran as number 1")),
