@@ -137,7 +137,7 @@ pub struct CustodyStats {
     /// Transfers received (first copies).
     pub transfers_received: u64,
     /// Copies of transfers refused, in whole or in part: a part they carry
-    /// was taken by this node at their epoch or later (see [`marks`]).
+    /// was taken by this node at their epoch or later.
     pub transfers_refused: u64,
     /// Parts of the ring received by transfers.
     pub ranges_received: u64,
@@ -828,7 +828,7 @@ impl Custody {
     /// A transfer from `from`: take custody (once), acknowledge (always).
     ///
     /// A part is taken only if its epoch is above this node's mark for
-    /// every point of it ([`marks`]) and no piece held here overlaps it.
+    /// every point of it (`marks`) and no piece held here overlaps it.
     /// That makes "each transfer is taken once" hold for the life of the
     /// node by construction: a copy arriving after any delay, from a sender
     /// that is paused, cut off, removed or renamed, finds its parts marked
