@@ -943,8 +943,33 @@ impl Sim {
         let quorate = |n: usize| voters.iter().filter(|&&v| both_ways(n, v)).count() >= majority;
         // Voters that can gather a quorum: a commit can come only from one.
         let leaders: Vec<usize> = voters.iter().copied().filter(|&v| quorate(v)).collect();
+        // A node that is not quorate itself may still renew its lease: its
+        // request reaches the leader directly or through one node (a
+        // non-leader forwards it once), and the leader answers it directly.
+        let leading: Vec<usize> = leaders
+            .iter()
+            .copied()
+            .filter(|&l| {
+                self.nodes[l].engine.as_ref().is_some_and(|e| e.is_leader()) && self.running(l) && !self.nodes[l].paused
+            })
+            .collect();
+        let relays = |n: usize, l: usize| {
+            (0..self.nodes.len()).any(|v| {
+                v != n
+                    && v != l
+                    && self.running(v)
+                    && !self.nodes[v].paused
+                    && !self.blocked(n, v)
+                    && !self.blocked(v, l)
+            })
+        };
+        let renews = |n: usize| {
+            leading.iter().any(|&l| l == n || (!self.blocked(l, n) && (!self.blocked(n, l) || relays(n, l))))
+        };
         let state: Vec<(bool, bool)> = (0..self.nodes.len())
-            .map(|n| (active && !leaders.iter().any(|&l| l == n || !self.blocked(l, n)), active && !quorate(n)))
+            .map(|n| {
+                (active && !leaders.iter().any(|&l| l == n || !self.blocked(l, n)), active && !quorate(n) && !renews(n))
+            })
             .collect();
         for (n, (blind, cut)) in state.into_iter().enumerate() {
             match (blind, self.watch.blind_since[n]) {
