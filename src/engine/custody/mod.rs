@@ -17,8 +17,8 @@
 //! it; a receiver takes each transfer once, for as long as it lives:
 //! custody of a point moves along strictly increasing epochs, so a copy of
 //! a transfer, however late and from whichever life, is told apart from a
-//! new one by the epoch this node last took that point at (`marks`). A range the node owns but holds
-//! no piece of is **acquiring**: its tasks are refused as not ready until
+//! new one by the epoch this node last took that point at (`marks`). A
+//! range the node owns but holds no piece of is **acquiring**: its tasks are refused as not ready until
 //! the state arrives, and, when the previous custodian crashed, until
 //! recovery (a later step) rebuilds it. Nothing is ever taken over without a
 //! transfer.
@@ -208,17 +208,20 @@ struct Res {
 }
 
 impl Res {
+    /// The epoch of the token task `seq` ran with, if it ran and its step
+    /// is still kept.
+    fn token_epoch(&self, seq: u64) -> Option<u64> {
+        if seq > self.executed {
+            return None;
+        }
+        self.token_epochs.iter().rev().find(|&&(first, _)| first <= seq).map(|&(_, epoch)| epoch)
+    }
+
     /// Forgets the oldest task ids past [`DEDUP_PER_RESOURCE_MAX`], but only
     /// of tasks that ran: the id of a task still queued or running is kept
     /// (so a reminder from its gateway, however late, never queues it a
     /// second time), which bounds the table by the queue's bound plus
     /// [`DEDUP_PER_RESOURCE_MAX`].
-    /// The epoch of the token task `seq` ran with, if still known.
-    fn token_epoch(&self, seq: u64) -> Option<u64> {
-        let known = self.token_epochs.front().is_some_and(|&(first, _)| first <= seq) && seq <= self.executed;
-        known.then(|| self.token_epochs.iter().rev().find(|&&(first, _)| first <= seq).map(|&(_, e)| e)).flatten()
-    }
-
     fn trim_dedup(&mut self) {
         while self.dedup.len() > DEDUP_PER_RESOURCE_MAX
             && self.dedup.front().is_some_and(|&(_, seq, _)| seq <= self.executed)
