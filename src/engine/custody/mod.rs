@@ -18,8 +18,9 @@
 //! custody of a point moves along strictly increasing epochs, so a copy of
 //! a transfer, however late and from whichever life, is told apart from a
 //! new one by the epoch this node last took that point at (`marks`). A
-//! range the node owns but holds no piece of is **acquiring**: its tasks are refused as not ready until
-//! the state arrives, and, when the previous custodian crashed, until
+//! range the node owns but holds no piece of is **acquiring**: its tasks
+//! are refused as not ready until the state arrives, and, when the
+//! previous custodian crashed, until
 //! recovery (a later step) rebuilds it. Nothing is ever taken over without a
 //! transfer.
 //!
