@@ -274,6 +274,9 @@ pub struct Sim {
     net: LinkModel,
     links: BTreeMap<(usize, usize), LinkModel>,
     partitions: Vec<Partition>,
+    /// The voters committed at the latest cut: who can reach their majority
+    /// is judged against them while the cut lasts.
+    cut_voters: Vec<usize>,
     conns: BTreeMap<(usize, usize), Conn>,
     hash: TraceHash,
     events: u64,
@@ -500,6 +503,7 @@ impl Sim {
             net: plan.net.default,
             links,
             partitions: Vec::new(),
+            cut_voters: Vec::new(),
             conns: BTreeMap::new(),
             hash: TraceHash::new(),
             events: 0,
@@ -622,8 +626,11 @@ impl Sim {
         let node = &mut self.nodes[i];
         let Some(engine) = node.engine.as_mut() else { return };
         let local = Instant::from_micros(node.clock.local(self.now));
+        let was_leader = engine.is_leader();
         // A rejected input is counted by the engine; the simulation goes on.
         let _ = engine.handle(local, input);
+        // A new leader (or a deposed one) inside a cut changes who renews.
+        let leadership_changed = engine.is_leader() != was_leader;
         while let Some(output) = engine.poll_output() {
             self.outputs.push(output);
         }
@@ -636,6 +643,9 @@ impl Sim {
         self.outputs = outputs;
         if left {
             self.stop_node(i);
+        }
+        if leadership_changed && !self.partitions.is_empty() {
+            self.update_cut_off();
         }
         self.reschedule(i);
     }
@@ -935,7 +945,8 @@ impl Sim {
     /// After a partition or a heal: which nodes are cut off from a majority
     /// of `voters` (reachable both ways, themselves counted), opening and
     /// closing their cut-off windows.
-    fn update_cut_off(&mut self, voters: &[usize]) {
+    fn update_cut_off(&mut self) {
+        let voters = &self.cut_voters;
         let majority = voters.len() / 2 + 1;
         let latest = self.epochs.committed.last().copied().unwrap_or(0);
         let active = !voters.is_empty() && !self.partitions.is_empty();
@@ -1394,9 +1405,9 @@ impl Sim {
                 // Who cannot reach the voters' majority is decided from the
                 // voters committed at the cut, not from which nodes run a
                 // Raft instance (a removed voter may keep one).
-                let voters = self.committed_voters();
+                self.cut_voters = self.committed_voters();
                 self.partitions.push(Partition { side, oneway });
-                self.update_cut_off(&voters);
+                self.update_cut_off();
                 if !oneway {
                     let lease_us = u64::try_from(self.plan.config.lease.as_micros()).unwrap_or(u64::MAX);
                     self.push(self.now + lease_us, Ev::LeaseCheck(self.now));
@@ -1409,7 +1420,8 @@ impl Sim {
             }
             Fault::Heal => {
                 self.partitions.clear();
-                self.update_cut_off(&[]);
+                self.cut_voters.clear();
+                self.update_cut_off();
                 let until = self.now + self.grace_us;
                 for (i, excused) in self.excused_until.iter_mut().enumerate() {
                     if *excused == u64::MAX && !self.nodes[i].paused {
@@ -1427,6 +1439,10 @@ impl Sim {
                     self.high_loss_until = self.now + self.grace_us;
                 }
             }
+        }
+        // A crash, pause or restart inside a cut can change who renews.
+        if !self.partitions.is_empty() {
+            self.update_cut_off();
         }
     }
 
