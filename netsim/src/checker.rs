@@ -146,7 +146,7 @@ pub enum Touch {
 impl Touch {
     const ALL: [Touch; 5] = [Touch::Crashed, Touch::Paused, Touch::CutOff, Touch::Removed, Touch::InDoubt];
 
-    fn bit(self) -> u8 {
+    fn bit(self) -> Reasons {
         1 << (self as u8)
     }
 
@@ -172,12 +172,19 @@ impl Touch {
     }
 }
 
+/// Why a task's expectations were relaxed: one bit per reason.
+type Reasons = u16;
 /// Reason bits beyond [`Touch`]: the node the client asked was touched.
-const GATEWAY: u8 = 1 << 5;
+const GATEWAY: Reasons = 1 << 5;
 /// A holder was still paused or cut off at the end.
-const UNHEALED: u8 = 1 << 6;
+const UNHEALED: Reasons = 1 << 6;
 /// The lock baseline in a run with faults: every task.
-const RUN_WIDE: u8 = 1 << 7;
+const RUN_WIDE: Reasons = 1 << 7;
+/// The epoch store lost its voters' majority for good before the task
+/// settled.
+const STORE_LOST: Reasons = 1 << 8;
+/// Every reason bit.
+const REASON_BITS: u32 = 9;
 
 /// A window of true time during which a fault may have touched one
 /// resource's custody: a node that held it (custodian of the resource in a
@@ -211,6 +218,9 @@ pub struct FaultFacts<'a> {
     /// Every task is touched (the lock baseline in a run with a crash,
     /// pause or partition: its tasks are not traced to the faults).
     pub run_wide: bool,
+    /// Custody mode: when a majority of the epoch store's committed voters
+    /// had crashed (true µs), if that happened: nothing commits after it.
+    pub store_lost_at: Option<u64>,
     /// Custody mode: the node whose committed ring of an epoch gives it a
     /// resource, as `owner(epoch, resource)`; `None`: the epoch's ring is
     /// not known (I2 checks tokens against it).
@@ -382,13 +392,13 @@ pub struct Checked {
 }
 
 /// What the faults did to each task: reason bits ([`Touch::bit`],
-/// [`GATEWAY`], [`UNHEALED`], [`RUN_WIDE`]) and, for the report, the
+/// [`GATEWAY`], [`UNHEALED`], [`RUN_WIDE`], [`STORE_LOST`]) and, for the report, the
 /// exposure behind each reason's first task.
 struct Touched {
-    mask: Vec<u8>,
+    mask: Vec<Reasons>,
     /// Per reason bit: the first task (by arrival) it touched, and the
-    /// exposure (or the gateway fault's time).
-    first: BTreeMap<u8, (usize, Option<Exposure>, u64)>,
+    /// exposure (or the gateway fault's or the store loss's time).
+    first: BTreeMap<Reasons, (usize, Option<Exposure>, u64)>,
 }
 
 /// The exposures of resource `r`.
@@ -401,8 +411,8 @@ fn exposures(all: &[Exposure], r: u64) -> &[Exposure] {
 fn touched(run: &TaskRun<'_>) -> Touched {
     let tasks = run.tasks;
     let mut mask = vec![if run.faults.run_wide { RUN_WIDE } else { 0 }; tasks.len()];
-    let mut first: BTreeMap<u8, (usize, Option<Exposure>, u64)> = BTreeMap::new();
-    let note = |bit: u8, k: usize, e: Option<Exposure>, at: u64, first: &mut BTreeMap<u8, _>| {
+    let mut first: BTreeMap<Reasons, (usize, Option<Exposure>, u64)> = BTreeMap::new();
+    let note = |bit: Reasons, k: usize, e: Option<Exposure>, at: u64, first: &mut BTreeMap<Reasons, _>| {
         let better = first
             .get(&bit)
             .is_none_or(|&(j, _, _): &(usize, Option<Exposure>, u64)| (tasks[k].arrived, k) < (tasks[j].arrived, j));
@@ -416,7 +426,7 @@ fn touched(run: &TaskRun<'_>) -> Touched {
         }
         let gateway = t.gateway_fault;
         let mine = exposures(run.faults.exposures, t.resource);
-        if mine.is_empty() && gateway.is_none() {
+        if mine.is_empty() && gateway.is_none() && run.faults.store_lost_at.is_none() {
             continue;
         }
         // The task's life: from its arrival to its client's `Completed`
@@ -440,6 +450,10 @@ fn touched(run: &TaskRun<'_>) -> Touched {
             m |= GATEWAY;
             note(GATEWAY, k, None, at, &mut first);
         }
+        if let Some(at) = run.faults.store_lost_at.filter(|&at| at <= settle) {
+            m |= STORE_LOST;
+            note(STORE_LOST, k, None, at, &mut first);
+        }
         mask[k] = m;
     }
     Touched { mask, first }
@@ -448,10 +462,12 @@ fn touched(run: &TaskRun<'_>) -> Touched {
 /// The documented limitation that explains a failing task (one that never
 /// ran, never completed, or was acknowledged and lost), if one does: the
 /// first of [`LivenessClass`]'s classes that applies.
-fn classify(mask: u8, acknowledged: bool, status: &TaskStatus) -> Option<LivenessClass> {
-    let any = |bits: u8| mask & bits != 0;
+fn classify(mask: Reasons, acknowledged: bool, status: &TaskStatus) -> Option<LivenessClass> {
+    let any = |bits: Reasons| mask & bits != 0;
     if any(Touch::Crashed.bit()) {
         Some(LivenessClass::CrashedCustodian)
+    } else if any(STORE_LOST) {
+        Some(LivenessClass::StoreMajorityLost)
     } else if any(Touch::InDoubt.bit()) {
         Some(LivenessClass::InDoubtTransfer)
     } else if any(UNHEALED) {
@@ -638,15 +654,16 @@ pub fn check_run(mode: Mode, run: &TaskRun<'_>) -> Checked {
     // Expectations.
     let mut reasons = BTreeMap::new();
     let mut examples = BTreeMap::new();
-    let reason_name = |bit: u8| -> &'static str {
+    let reason_name = |bit: Reasons| -> &'static str {
         match bit {
+            STORE_LOST => "the epoch store lost its voters' majority for good (crashed voters) before it settled",
             GATEWAY => "the node its client asked crashed, was paused or was cut off while the request waited there",
             UNHEALED => "its resource's custodian was still paused or cut off at the end",
             RUN_WIDE => "lock baseline: a crash, pause or partition in the run (not traced per task)",
             _ => Touch::ALL.iter().find(|t| t.bit() == bit).map_or("?", |t| t.name()),
         }
     };
-    for bit in (0..8).map(|b| 1u8 << b) {
+    for bit in (0..REASON_BITS).map(|b| 1 << b) {
         let n = mask.iter().filter(|&&m| m & bit != 0).count() as u64;
         if n == 0 {
             continue;
@@ -663,6 +680,9 @@ pub fn check_run(mode: Mode, run: &TaskRun<'_>) -> Checked {
                     if e.to == u64::MAX { "the end".to_string() } else { format!("{:.3} s", e.to as f64 / 1e6) }
                 ),
                 None if bit == GATEWAY => format!("its request's node was touched at {:.3} s", at as f64 / 1e6),
+                None if bit == STORE_LOST => {
+                    format!("the store's voters' majority had crashed at {:.3} s", at as f64 / 1e6)
+                }
                 None => "a fault in the run".to_string(),
             };
             examples.insert(
@@ -845,7 +865,7 @@ fn invariants_of(
     run: &TaskRun<'_>,
     index: &Index,
     fence: &Fence,
-    mask: &[u8],
+    mask: &[Reasons],
     failing: &mut [u8],
 ) -> Vec<Invariant> {
     let tasks = run.tasks;
@@ -1357,6 +1377,8 @@ mod tests {
         owners: BTreeMap<(u64, u64), usize>,
         /// Task `k` runs `exec_us[k]` µs; empty: every ended run was full.
         exec_us: Vec<u64>,
+        /// When the store's voters' majority crashed, if it did.
+        store_lost_at: Option<u64>,
     }
 
     /// A fault window on resource `r`.
@@ -1377,6 +1399,7 @@ mod tests {
             committed_at: (1..=3).map(|e| (e, 0)).collect(),
             owners: BTreeMap::new(),
             exec_us: Vec::new(),
+            store_lost_at: None,
         }
     }
 
@@ -1406,6 +1429,7 @@ mod tests {
             faults: FaultFacts {
                 exposures: &exposures,
                 run_wide: false,
+                store_lost_at: facts.store_lost_at,
                 owner: (!facts.owners.is_empty()).then_some(&owner as &dyn Fn(u64, u64) -> Option<usize>),
             },
             exec_us: (!facts.exec_us.is_empty()).then_some(&exec_us as &dyn Fn(u64) -> u64),
@@ -1863,6 +1887,35 @@ mod tests {
         let c = with_run(&mut tasks, &[], &f, |run| check_run(Mode::Custody, run));
         assert_eq!(c.classes.unclassified, 1);
         assert!(c.checks.iter().any(|c| !c.ok && c.class.is_none() && c.kind == CheckKind::Liveness));
+    }
+
+    #[test]
+    fn a_store_that_lost_its_voters_majority_explains_what_was_open_then_and_nothing_settled_before() {
+        // Arrived at 0 and still open; completed at 1 s; acknowledged and
+        // never run.
+        let open = TaskRecord { status: TaskStatus::Open, ..record(0, (1, 1)) };
+        let done = record(1, (1, 1));
+        let lost = TaskRecord { status: TaskStatus::Open, acked: Some(10), ..record(2, (1, 1)) };
+        let trace = [exec(0, 1, 1, (1, 1), 10, 20)];
+        let run = |lost_at: Option<u64>| {
+            let mut f = facts(LOOSE, false);
+            f.store_lost_at = lost_at;
+            let mut tasks = [open.clone(), done.clone(), lost.clone()];
+            with_run(&mut tasks, &trace, &f, |run| check_run(Mode::Custody, run))
+        };
+        // Without the loss nothing explains the open tasks, and the
+        // acknowledged one is lost (I4, safety).
+        let c = run(None);
+        assert_eq!(c.classes.unclassified, 2);
+        assert!(c.invariants.iter().any(|i| i.name == "I4" && !i.ok));
+        // Lost at 2 s: both open tasks are explained, I4 is classified,
+        // and the task settled at 1 s keeps its expectations.
+        let c = run(Some(2_000_000));
+        assert_eq!(c.classes.unclassified, 0);
+        assert_eq!(c.classes.classified.get(LivenessClass::StoreMajorityLost.name()), Some(&2));
+        let i4 = c.invariants.iter().find(|i| i.name == "I4").expect("I4");
+        assert!(!i4.ok && i4.classified.contains_key(LivenessClass::StoreMajorityLost.name()), "{i4:?}");
+        assert_eq!(c.expectations.relaxed, 2);
     }
 
     #[test]

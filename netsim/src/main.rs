@@ -594,7 +594,7 @@ fn print_classes(classes: &netsim::report::LivenessClasses, indent: &str) {
     }
     println!(
         "{indent}liveness failures by documented limitation (a failing task is explained by the first that applies: \
-         a holder of its resource crashed; a transfer of its range ended in doubt; a holder was still paused or cut \
+         a holder of its resource crashed; the store's voters' majority crashed before it settled; a transfer of its range ended in doubt; a holder was still paused or cut \
          off at the end; never accepted and given up while custody was in doubt; lock baseline with faults):"
     );
     for (class, n) in &classes.classified {

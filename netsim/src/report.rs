@@ -310,6 +310,12 @@ pub enum LivenessClass {
     /// acknowledged): its state is gone, and nothing recovers a crashed
     /// custodian's tasks until crash recovery exists.
     CrashedCustodian,
+    /// A majority of the epoch store's committed voters crashed (a crashed
+    /// voter's Raft state is gone with it): the store never commits again,
+    /// no lease is renewed, and nothing runs from then on. Until the store
+    /// can be rebuilt from its survivors, a task not settled by then never
+    /// is.
+    StoreMajorityLost,
     /// A transfer of the resource's range was never acknowledged and its
     /// receiver was removed from the configuration: the sender counts it
     /// in doubt and never resends it, so nobody serves the range.
@@ -334,6 +340,7 @@ impl LivenessClass {
     pub fn name(self) -> &'static str {
         match self {
             LivenessClass::CrashedCustodian => "crashed custodian's tasks, until crash recovery exists",
+            LivenessClass::StoreMajorityLost => "the epoch store lost its voters' majority for good (crashed voters)",
             LivenessClass::InDoubtTransfer => "in-doubt transfer (its receiver was removed before acknowledging)",
             LivenessClass::NotHealed => "custodian still paused or cut off at the end",
             LivenessClass::UnavailableDuringFault => {

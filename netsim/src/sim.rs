@@ -405,6 +405,10 @@ struct CustodyWatch {
     /// majority of the voters both ways can reach it): since when, and the
     /// latest epoch committed then. Such a node must commit nothing newer.
     blind_since: Vec<Option<(u64, u64)>>,
+    /// When a majority of the committed voters had crashed, if it happened:
+    /// a crashed voter's Raft state is gone, so the store never commits
+    /// again.
+    store_lost_at: Option<u64>,
 }
 
 struct EpochRing {
@@ -433,6 +437,7 @@ impl CustodyWatch {
             cutoffs: Vec::new(),
             cut_since: vec![None; nodes],
             blind_since: vec![None; nodes],
+            store_lost_at: None,
         }
     }
 }
@@ -1347,7 +1352,14 @@ impl Sim {
                     if let Some(c) = self.clients.as_mut() {
                         c.gateway_fault(node, now);
                     }
+                    // The voters as committed before the crash (the leader
+                    // may be the one crashing).
+                    let voters = self.committed_voters();
                     self.stop_node(node);
+                    let gone = voters.iter().filter(|&&v| !self.running(v)).count();
+                    if !voters.is_empty() && gone > voters.len() / 2 && self.watch.store_lost_at.is_none() {
+                        self.watch.store_lost_at = Some(now);
+                    }
                 }
             }
             Fault::Restart { node, seeds } | Fault::Join { node, seeds } => {
@@ -1900,6 +1912,7 @@ impl Finished {
                 faults: FaultFacts {
                     exposures: &exposures,
                     run_wide: !custody && sim.plan.may_lose_custody(),
+                    store_lost_at: if custody { sim.watch.store_lost_at } else { None },
                     owner: custody.then_some(&owner as &dyn Fn(u64, u64) -> Option<usize>),
                 },
                 epochs: sim.epoch_facts(),

@@ -1371,12 +1371,14 @@ impl EpochStore {
         let active = &self.active_raft_ids;
         let me = raft_id(&self.me);
         let fresh = self.cfg.lease_renew * 3;
+        let alive = |id: u64| {
+            self.peers.get(&id).is_some_and(|addr| self.swim_alive.get(addr).is_some_and(|a| raft_id(&a.life()) == id))
+        };
         let healthy = |id: u64| {
-            self.peers.get(&id).is_some_and(|addr| {
-                self.swim_alive.get(addr).is_some_and(|alive| raft_id(&alive.life()) == id)
-                    && (*addr == self.me.addr
-                        || self.leadership.last_renewal.get(addr).is_some_and(|&t| now < t + fresh))
-            })
+            alive(id)
+                && self.peers.get(&id).is_some_and(|addr| {
+                    *addr == self.me.addr || self.leadership.last_renewal.get(addr).is_some_and(|&t| now < t + fresh)
+                })
         };
         if !active.contains(&me) {
             // Leaving: hand leadership to a caught-up voter that stays.
@@ -1406,10 +1408,11 @@ impl EpochStore {
             voters.iter().filter(|&&o| o != v && live(o)).count() > rest / 2
         };
         let remove = |id: u64| Some((ConfChangeType::RemoveNode, id));
+        // A replacement comes before a removal: a stale voter that is only
+        // paused or cut off still counts for the quorum if it comes back,
+        // and removing it first would leave every voter that stays needed.
         let change = if let Some(&l) = learners.iter().find(|l| stale(l)) {
             remove(l)
-        } else if let Some(&v) = voters.iter().find(|&&v| stale(&v) && !healthy(v) && keeps_quorum(v)) {
-            remove(v)
         } else if let Some(&l) = learners.iter().find(|&&l| !healthy(l) && !caught_up(l)) {
             remove(l)
         } else if staying < target
@@ -1423,10 +1426,16 @@ impl EpochStore {
             (staying < target).then(|| active.iter().copied().find(|&a| !voters.contains(&a) && healthy(a))).flatten()
         {
             Some((ConfChangeType::AddLearnerNode, add))
+        } else if staying < target && active.iter().any(|&a| !voters.contains(&a) && alive(a)) {
+            // A replacement is alive but has not renewed here yet (a new
+            // leader has heard from no one): wait for it.
+            None
         } else {
-            // A voter whose life left or is leaving: only if the voters
-            // after it still hold a live majority.
-            voters.iter().copied().find(|&v| stale(&v) && keeps_quorum(v)).map(|v| (ConfChangeType::RemoveNode, v))
+            // A voter whose life left or is leaving, an unreachable one
+            // first: only if the voters after it still hold a live majority.
+            let removable = |v: &u64| stale(v) && keeps_quorum(*v);
+            let unreachable = voters.iter().copied().find(|v| removable(v) && !healthy(*v));
+            unreachable.or_else(|| voters.iter().copied().find(removable)).map(|v| (ConfChangeType::RemoveNode, v))
         };
         let Some((kind, node_id)) = change else { return };
         let Some(raft) = &mut self.raft else { return };

@@ -838,6 +838,43 @@ fn a_voter_cut_off_while_another_voter_leaves_keeps_the_store_working() {
     assert_eq!(net.nodes[&leader].store.voters().len(), 3);
 }
 
+/// Random seed 987: the leader is cut off (paused, in that run) and
+/// removed from the configuration; the new leader must bring in a
+/// replacement before it takes the old one out of the voters. Taking it out
+/// first left two voters, both needed, and a crash of either one right
+/// after killed the store for good, though the cut-off voter came back.
+#[test]
+fn a_new_leader_replaces_a_cut_off_voter_before_removing_it() {
+    let mut net = formed_five();
+    let old = store_leader(&net);
+    net.isolate(old);
+    let mut fewest = usize::MAX;
+    let end = net.now + Duration::from_secs(30);
+    while net.now < end {
+        net.run_until(net.now + Duration::from_millis(20));
+        let leaders: Vec<&Node> =
+            net.nodes.iter().filter(|(a, n)| **a != old && n.is_leader()).map(|(_, n)| n).collect();
+        if let [leader] = leaders[..] {
+            fewest = fewest.min(leader.store.voters().len());
+        }
+    }
+    let leader = store_leader_but(&net, old);
+    let config = net.nodes[&leader].configuration().cloned().expect("a configuration");
+    assert!(config.member(old).is_none(), "the cut-off leader was removed: {config:?}");
+    let voters = net.nodes[&leader].store.voters().to_vec();
+    assert_eq!(voters.len(), 3, "{voters:?}");
+    assert!(!voters.contains(&old), "{voters:?}");
+    assert!(fewest >= 3, "the voters went down to {fewest} before the replacement came in");
+}
+
+/// The one leader among the nodes other than `but`.
+fn store_leader_but(net: &Net, but: SocketAddr) -> SocketAddr {
+    let leaders: Vec<SocketAddr> =
+        net.nodes.iter().filter(|(a, n)| **a != but && n.is_leader()).map(|(a, _)| *a).collect();
+    assert_eq!(leaders.len(), 1, "one leader: {leaders:?}");
+    leaders[0]
+}
+
 /// Issue 10, bug 3 (`removed-node-leave.json`): a node holding queued tasks
 /// is cut off and removed; right after the heal it is asked to leave, and
 /// learns of its removal only then. It must hand over what it holds before
