@@ -317,8 +317,10 @@ pub enum LivenessClass {
     /// is.
     StoreMajorityLost,
     /// A transfer of the resource's range was never acknowledged and its
-    /// receiver was removed from the configuration: the sender counts it
-    /// in doubt and never resends it, so nobody serves the range.
+    /// receiver's life left the configuration (removed, or replaced by a
+    /// new life of the same node, which ignores a transfer for the old
+    /// one): the sender counts it in doubt and never resends it, so nobody
+    /// serves the range.
     InDoubtTransfer,
     /// A holder of the resource was still paused, or still cut off from the
     /// voters' majority, when the run ended: liveness is owed only after
@@ -341,7 +343,9 @@ impl LivenessClass {
         match self {
             LivenessClass::CrashedCustodian => "crashed custodian's tasks, until crash recovery exists",
             LivenessClass::StoreMajorityLost => "the epoch store lost its voters' majority for good (crashed voters)",
-            LivenessClass::InDoubtTransfer => "in-doubt transfer (its receiver was removed before acknowledging)",
+            LivenessClass::InDoubtTransfer => {
+                "in-doubt transfer (its receiver's life left the configuration before acknowledging)"
+            }
             LivenessClass::NotHealed => "custodian still paused or cut off at the end",
             LivenessClass::UnavailableDuringFault => {
                 "refused as unavailable while custody was in doubt (never accepted)"

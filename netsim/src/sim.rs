@@ -287,6 +287,8 @@ pub struct Sim {
     /// excused (it was paused or cut off, and suspicion takes a while to
     /// clear).
     excused_until: Vec<u64>,
+    /// Per node: a heal came while it was paused (its resume is its heal).
+    healed_while_paused: Vec<bool>,
     /// Until when the network counts as lossy beyond the no-false-down
     /// limit.
     high_loss_until: u64,
@@ -415,10 +417,14 @@ struct EpochRing {
     at: u64,
     ring: Arc<Ring>,
     members: Vec<(usize, MemberStatus)>,
+    /// Every member's life: (node, incarnation).
+    lives: Vec<(usize, u64)>,
 }
 
 struct TransferRec {
     to: usize,
+    /// The receiver's life the transfer is for.
+    to_incarnation: u64,
     epoch: u64,
     spans: Vec<Span>,
     sent: u64,
@@ -516,6 +522,7 @@ impl Sim {
             membership: Membership::default(),
             traffic: Traffic::default(),
             excused_until: vec![0; plan.nodes],
+            healed_while_paused: vec![false; plan.nodes],
             high_loss_until: 0,
             grace_us: u64::try_from(grace.as_micros()).unwrap_or(u64::MAX),
             converged_at: None,
@@ -917,8 +924,9 @@ impl Sim {
             return;
         };
         let members = c.members.iter().filter_map(|m| Some((node_index(m.id.addr)?, m.status))).collect();
+        let lives = c.members.iter().filter_map(|m| Some((node_index(m.id.addr)?, m.id.incarnation))).collect();
         let at = self.epochs.committed_at.get(&epoch).copied().unwrap_or(self.now);
-        self.watch.rings.insert(epoch, EpochRing { at, ring: c.shared_ring(), members });
+        self.watch.rings.insert(epoch, EpochRing { at, ring: c.shared_ring(), members, lives });
     }
 
     /// The voters of the epoch store as its leader knows them (its Raft
@@ -1028,6 +1036,7 @@ impl Sim {
                 let now = self.now;
                 self.watch.transfers.entry(key).or_insert(TransferRec {
                     to,
+                    to_incarnation: t.to_incarnation,
                     epoch: t.epoch,
                     spans: t.spans,
                     sent: now,
@@ -1349,6 +1358,7 @@ impl Sim {
                     if let Some(since) = self.watch.paused_since[node].take() {
                         self.watch.pauses.push((node, since, now));
                     }
+                    self.healed_while_paused[node] = false;
                     if let Some(c) = self.clients.as_mut() {
                         c.gateway_fault(node, now);
                     }
@@ -1395,7 +1405,18 @@ impl Sim {
                     if let Some(since) = self.watch.paused_since[node].take() {
                         self.watch.pauses.push((node, since, self.now));
                     }
-                    self.excused_until[node] = self.now + self.grace_us;
+                    // Still inside a cut: excused until its heal.
+                    let cut = self.partitions.iter().any(|p| p.side[node] != 0);
+                    let until = self.now + self.grace_us;
+                    self.excused_until[node] = if cut { u64::MAX } else { until };
+                    if std::mem::take(&mut self.healed_while_paused[node]) && !cut {
+                        // A cut healed while it was paused: the down
+                        // notices it gathered in the cut reach the others
+                        // now, as they would have at the heal.
+                        for excused in &mut self.excused_until {
+                            *excused = (*excused).max(until);
+                        }
+                    }
                     let held = std::mem::take(&mut self.nodes[node].held);
                     for ev in held {
                         self.push(self.now, ev);
@@ -1436,8 +1457,15 @@ impl Sim {
                 self.update_cut_off();
                 let until = self.now + self.grace_us;
                 for (i, excused) in self.excused_until.iter_mut().enumerate() {
-                    if *excused == u64::MAX && !self.nodes[i].paused {
-                        *excused = until;
+                    if *excused == u64::MAX {
+                        if self.nodes[i].paused {
+                            // It speaks again only at its resume, with the
+                            // view it had in the cut: the heal, for it, is
+                            // then.
+                            self.healed_while_paused[i] = true;
+                        } else {
+                            *excused = until;
+                        }
                     }
                 }
             }
@@ -1563,16 +1591,21 @@ impl Sim {
                 }
             }
         }
+        // Unacknowledged transfers whose receiver's life left the
+        // configuration (removed, or restarted as a new life): the sender
+        // holds them in doubt from the epoch without it.
         let in_doubt: Vec<(&TransferRec, usize, u64)> = w
             .transfers
             .iter()
             .filter(|(_, t)| t.acked.is_none())
             .filter_map(|(&(from, _, _), t)| {
-                let removed = removals.iter().find(|&&(n, _, at)| n == t.to && at >= t.sent)?;
-                Some((t, from, removed.2))
+                let life = (t.to, t.to_incarnation);
+                let (_, without) = w.rings.range(t.epoch + 1..).find(|(_, r)| !r.lives.contains(&life))?;
+                Some((t, from, without.at.max(t.sent)))
             })
             .collect();
-        if w.crashes.is_empty() && pauses.is_empty() && cutoffs.is_empty() && removals.is_empty() {
+        if w.crashes.is_empty() && pauses.is_empty() && cutoffs.is_empty() && removals.is_empty() && in_doubt.is_empty()
+        {
             return Vec::new();
         }
         let mut resources: Vec<u64> = tasks.iter().map(|t| t.resource).collect();

@@ -1274,16 +1274,21 @@ impl AddrKey {
 }
 
 /// What a sync compares of an entry: its address and its precedence
-/// `(life's incarnation, SWIM incarnation, state)`.
+/// `(life's incarnation, SWIM generation, down, SWIM incarnation, state)`.
+/// A newer life or generation is another identity and wins; within one
+/// identity Down is final whatever the SWIM incarnation (as in SWIM), so a
+/// member that left at incarnation 0 is not kept alive by a suspicion of it
+/// at incarnation 1.
 #[derive(Debug, Clone, Copy)]
 struct SyncRank {
     addr: AddrKey,
-    rank: (u64, u16, MemberState),
+    rank: (u64, u32, bool, u16, MemberState),
 }
 
 impl SyncRank {
     fn new(id: &NodeId, incarnation: u16, state: MemberState) -> SyncRank {
-        SyncRank { addr: AddrKey::of(&id.addr), rank: (id.incarnation, incarnation, state) }
+        let down = state == MemberState::Down;
+        SyncRank { addr: AddrKey::of(&id.addr), rank: (id.incarnation, id.generation, down, incarnation, state) }
     }
 
     fn of(m: &SyncMember) -> SyncRank {

@@ -745,7 +745,8 @@ fn tasks_run_at_their_custodian_once_each_across_a_join_and_a_graceful_leave() {
 /// entry per address), the entries of `a` it lacks or holds older.
 fn newer_than_by_map(a: &[SyncMember], b: &[SyncMember]) -> Vec<SyncMember> {
     let known: BTreeMap<SocketAddr, &SyncMember> = b.iter().map(|m| (m.id.addr, m)).collect();
-    let rank = |m: &SyncMember| (m.id.incarnation, m.incarnation, m.state);
+    let rank =
+        |m: &SyncMember| (m.id.incarnation, m.id.generation, m.state == MemberState::Down, m.incarnation, m.state);
     a.iter().filter(|m| known.get(&m.id.addr).is_none_or(|k| rank(m) > rank(k))).cloned().collect()
 }
 
@@ -779,6 +780,26 @@ fn the_sync_comparison_agrees_with_a_map_of_addresses() {
         let places = newer_than(&ranks(&a), &ranks(&b));
         assert_eq!(pick(a.clone(), &places), newer_than_by_map(&a, &b), "round {round}");
     }
+}
+
+/// Random seed 603: a member left (Down at SWIM incarnation 0) while a
+/// cut-off node suspected it at incarnation 1; the cut-off node's syncs
+/// after the heal never learned of the leave, since its suspicion ranked
+/// higher. Down is final within an identity; a newer generation is another
+/// identity and wins over it.
+#[test]
+fn a_sync_ranks_down_above_any_incarnation_of_the_same_identity() {
+    let left = NodeId::new(addr(7042), 1, "n42");
+    let entry = |id: &NodeId, incarnation, state| SyncMember { id: id.clone(), incarnation, state };
+    let down = [entry(&left, 0, MemberState::Down)];
+    let suspect = [entry(&left, 1, MemberState::Suspect)];
+    let ranks = |l: &[SyncMember]| l.iter().map(SyncRank::of).collect::<Vec<_>>();
+    assert_eq!(newer_than(&ranks(&down), &ranks(&suspect)), vec![0], "the leave is sent");
+    assert!(newer_than(&ranks(&suspect), &ranks(&down)).is_empty(), "the suspicion is not");
+    let rejoined = NodeId { generation: 1, ..left.clone() };
+    let alive = [entry(&rejoined, 0, MemberState::Alive)];
+    assert_eq!(newer_than(&ranks(&alive), &ranks(&down)), vec![0], "a newer generation wins");
+    assert!(newer_than(&ranks(&down), &ranks(&alive)).is_empty());
 }
 
 /// The node that leads the epoch store now (exactly one).
