@@ -287,8 +287,8 @@ pub struct Sim {
     /// excused (it was paused or cut off, and suspicion takes a while to
     /// clear).
     excused_until: Vec<u64>,
-    /// Per node: a heal came while it was paused (its resume is its heal).
-    healed_while_paused: Vec<bool>,
+    /// Per node: when a heal last released it from a cut.
+    released_at: Vec<Option<u64>>,
     /// Until when the network counts as lossy beyond the no-false-down
     /// limit.
     high_loss_until: u64,
@@ -522,7 +522,7 @@ impl Sim {
             membership: Membership::default(),
             traffic: Traffic::default(),
             excused_until: vec![0; plan.nodes],
-            healed_while_paused: vec![false; plan.nodes],
+            released_at: vec![None; plan.nodes],
             high_loss_until: 0,
             grace_us: u64::try_from(grace.as_micros()).unwrap_or(u64::MAX),
             converged_at: None,
@@ -1358,7 +1358,7 @@ impl Sim {
                     if let Some(since) = self.watch.paused_since[node].take() {
                         self.watch.pauses.push((node, since, now));
                     }
-                    self.healed_while_paused[node] = false;
+                    self.released_at[node] = None;
                     if let Some(c) = self.clients.as_mut() {
                         c.gateway_fault(node, now);
                     }
@@ -1402,17 +1402,20 @@ impl Sim {
             Fault::Resume { node } => {
                 if self.nodes[node].paused {
                     self.nodes[node].paused = false;
-                    if let Some(since) = self.watch.paused_since[node].take() {
+                    let paused_at = self.watch.paused_since[node].take();
+                    if let Some(since) = paused_at {
                         self.watch.pauses.push((node, since, self.now));
                     }
                     // Still inside a cut: excused until its heal.
                     let cut = self.partitions.iter().any(|p| p.side[node] != 0);
                     let until = self.now + self.grace_us;
                     self.excused_until[node] = if cut { u64::MAX } else { until };
-                    if std::mem::take(&mut self.healed_while_paused[node]) && !cut {
-                        // A cut healed while it was paused: the down
-                        // notices it gathered in the cut reach the others
-                        // now, as they would have at the heal.
+                    let released = self.released_at[node].take();
+                    let unspoken = released.zip(paused_at).is_some_and(|(r, p)| r + self.grace_us > p);
+                    if unspoken && !cut {
+                        // A cut healed while it was paused, or just before:
+                        // the down notices it gathered in the cut reach the
+                        // others now, as they would have after the heal.
                         for excused in &mut self.excused_until {
                             *excused = (*excused).max(until);
                         }
@@ -1452,18 +1455,20 @@ impl Sim {
                 }
             }
             Fault::Heal => {
+                let cut: Vec<bool> =
+                    (0..self.nodes.len()).map(|n| self.partitions.iter().any(|p| p.side[n] != 0)).collect();
                 self.partitions.clear();
                 self.cut_voters.clear();
                 self.update_cut_off();
                 let until = self.now + self.grace_us;
                 for (i, excused) in self.excused_until.iter_mut().enumerate() {
+                    if cut[i] {
+                        self.released_at[i] = Some(self.now);
+                    }
                     if *excused == u64::MAX {
-                        if self.nodes[i].paused {
-                            // It speaks again only at its resume, with the
-                            // view it had in the cut: the heal, for it, is
-                            // then.
-                            self.healed_while_paused[i] = true;
-                        } else {
+                        // A paused node speaks again only at its resume,
+                        // with the view it had in the cut.
+                        if !self.nodes[i].paused {
                             *excused = until;
                         }
                     }

@@ -1039,7 +1039,10 @@ impl Node {
             self.finish_leave();
         }
         if self.join_retry_at.is_some_and(|at| at <= now) {
-            if self.swim.num_members() == 0 {
+            // Members alone are not the cluster: another joiner may have
+            // joined through this node while its seeds were out of reach.
+            // Until it has learned a configuration, it keeps asking them.
+            if self.swim.num_members() == 0 || self.store.latest().is_none() {
                 self.announce_to_seeds();
             } else {
                 self.join_retry_at = None;
@@ -1134,7 +1137,8 @@ impl Node {
                 Event::MemberRenamed { old, new }
             }
             OwnedNotification::Active => {
-                self.join_retry_at = None;
+                // Joined someone; the retries stop once a configuration is
+                // learned (see `handle_timeout`).
                 // Pull the full member list at once: the announce's answer
                 // carries only what fits in one packet.
                 self.sync_at = Some(self.now);

@@ -30,10 +30,17 @@ pub const QUEUED_BYTES_TOTAL_MAX: usize = 256 * 1024 * 1024;
 /// gets `Busy`.
 pub const RESOURCES_MAX: usize = 1 << 20;
 /// Task ids of executed tasks remembered per resource for deduplication
-/// (the most recent), besides every task still queued or running; a retry
-/// of an executed task older than that is no longer recognised and runs
-/// again.
+/// (the most recent), besides every task still queued or running; older
+/// ones are kept as hashes ([`FORGOTTEN_PER_RESOURCE_MAX`]).
 pub const DEDUP_PER_RESOURCE_MAX: usize = 1024;
+/// Executed tasks remembered per resource past [`DEDUP_PER_RESOURCE_MAX`],
+/// as a 64-bit hash of the task id with its sequence number (16 bytes
+/// each): a retry of such a task, through any node, is told it ran (with
+/// its token while the token epochs reach back) and never runs again.
+/// Older still, a retry is no longer recognised and runs again. Two ids of
+/// one resource with the same hash inside this window would be taken for
+/// one task: about 2⁻⁵⁰ per submit.
+pub const FORGOTTEN_PER_RESOURCE_MAX: usize = 8192;
 /// Steps of token epochs remembered per resource (one per custodian that
 /// ran its tasks): past it, the oldest go, and a reminder about a task that
 /// old is told it ran, without its token.

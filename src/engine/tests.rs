@@ -896,6 +896,34 @@ fn store_leader_but(net: &Net, but: SocketAddr) -> SocketAddr {
     leaders[0]
 }
 
+/// Random seed 1936: a joiner whose only seed is cut off, and a second
+/// joiner that joins through the first, make an island of two that SWIM
+/// alone calls joined. A node keeps asking its seeds until it has learned a
+/// configuration: after the heal both are admitted.
+#[test]
+fn a_joiner_joined_only_by_another_joiner_keeps_asking_its_seeds() {
+    let mut net = Net::new((1..=7).map(|i| node(7000 + i, 1, u64::from(i))));
+    net.input(addr(7001), Input::Command(Command::Bootstrap));
+    for port in 7002..=7005 {
+        net.input(addr(port), Input::Command(Command::Join(vec![addr(7001)])));
+    }
+    net.run_until(Instant::from_micros(8_000_000));
+    net.isolate(addr(7005));
+    net.input(addr(7006), Input::Command(Command::Join(vec![addr(7005)])));
+    net.run_until(net.now + Duration::from_secs(3));
+    net.input(addr(7007), Input::Command(Command::Join(vec![addr(7006)])));
+    net.run_until(net.now + Duration::from_secs(5));
+    assert!(net.nodes[&addr(7006)].configuration().is_none(), "its seed is cut off: not admitted yet");
+    net.cut.clear();
+    net.run_until(net.now + Duration::from_secs(30));
+    let leader = store_leader(&net);
+    let config = net.nodes[&leader].configuration().cloned().expect("a configuration");
+    for joiner in [7006, 7007] {
+        assert!(config.member(addr(joiner)).is_some(), "{joiner} admitted: {config:?}");
+        assert_eq!(net.nodes[&addr(joiner)].configuration(), Some(&config), "{joiner} on the latest epoch");
+    }
+}
+
 /// Issue 10, bug 3 (`removed-node-leave.json`): a node holding queued tasks
 /// is cut off and removed; right after the heal it is asked to leave, and
 /// learns of its removal only then. It must hand over what it holds before

@@ -232,6 +232,10 @@ pub struct ResourceState {
     /// forgotten.
     #[serde(default)]
     pub token_epochs: Vec<(u64, u64)>,
+    /// Executed tasks older than `dedup`, oldest first: `(hash of the task
+    /// id, seq)` (see [`crate::engine::task::FORGOTTEN_PER_RESOURCE_MAX`]).
+    #[serde(default)]
+    pub forgotten: Vec<(u64, u64)>,
 }
 
 /// An accepted task waiting to run.

@@ -45,8 +45,9 @@ use super::epoch::Configuration;
 use super::id::NodeId;
 use super::ring::{RangeId, Ring, Span};
 use super::task::{
-    DEDUP_PER_RESOURCE_MAX, Outcome, QUEUED_BYTES_PER_RESOURCE_MAX, QUEUED_BYTES_TOTAL_MAX, QUEUED_PER_RESOURCE_MAX,
-    QUEUED_TOTAL_MAX, RESOURCES_MAX, TOKEN_EPOCHS_PER_RESOURCE_MAX, Task, Token, WAITERS_PER_TASK_MAX,
+    DEDUP_PER_RESOURCE_MAX, FORGOTTEN_PER_RESOURCE_MAX, Outcome, QUEUED_BYTES_PER_RESOURCE_MAX, QUEUED_BYTES_TOTAL_MAX,
+    QUEUED_PER_RESOURCE_MAX, QUEUED_TOTAL_MAX, RESOURCES_MAX, TOKEN_EPOCHS_PER_RESOURCE_MAX, Task, Token,
+    WAITERS_PER_TASK_MAX,
 };
 use super::time::Instant;
 use super::wire::{Completed, CustodyInfo, PendingTask, ResourceState, Response, Submitted, TaskMsg, Transfer, Waiter};
@@ -204,6 +205,10 @@ struct Res {
     dedup: VecDeque<(String, u64, u64)>,
     /// Token epochs as steps `(first seq, epoch)`, oldest first.
     token_epochs: VecDeque<(u64, u64)>,
+    /// Executed tasks trimmed from `dedup`: `(id hash, seq)`, oldest first.
+    forgotten: VecDeque<(u64, u64)>,
+    /// `forgotten` by id hash: the seq.
+    forgotten_by_hash: BTreeMap<u64, u64>,
     /// Whether the key is in the runnable queue.
     scheduled: bool,
 }
@@ -227,9 +232,36 @@ impl Res {
         while self.dedup.len() > DEDUP_PER_RESOURCE_MAX
             && self.dedup.front().is_some_and(|&(_, seq, _)| seq <= self.executed)
         {
-            self.dedup.pop_front();
+            if let Some((id, seq, _)) = self.dedup.pop_front() {
+                self.remember_forgotten(task_id_hash(&id), seq);
+            }
         }
     }
+
+    /// Keeps `(hash, seq)` of an executed task whose id left `dedup`, up to
+    /// [`FORGOTTEN_PER_RESOURCE_MAX`] (the oldest go first).
+    fn remember_forgotten(&mut self, hash: u64, seq: u64) {
+        self.forgotten.push_back((hash, seq));
+        self.forgotten_by_hash.insert(hash, seq);
+        while self.forgotten.len() > FORGOTTEN_PER_RESOURCE_MAX {
+            if let Some((old, old_seq)) = self.forgotten.pop_front()
+                && self.forgotten_by_hash.get(&old) == Some(&old_seq)
+            {
+                self.forgotten_by_hash.remove(&old);
+            }
+        }
+    }
+
+    /// The seq of an executed task with this id among the forgotten ones.
+    fn forgotten_seq(&self, id: &str) -> Option<u64> {
+        self.forgotten_by_hash.get(&task_id_hash(id)).copied()
+    }
+}
+
+/// The hash a forgotten task id is kept as (SipHash-2-4 with fixed keys,
+/// the ring's: every node computes the same).
+fn task_id_hash(id: &str) -> u64 {
+    Ring::key_hash(id)
 }
 
 /// A transfer sent and not acknowledged.
@@ -606,6 +638,9 @@ impl Custody {
             }
             return TaskMsg::Accepted { req: 0, seq, epoch, duplicate: true };
         }
+        // A retry through another node carries no seq: an executed task
+        // whose id was trimmed is still known by its hash.
+        let known = known.or_else(|| self.resources.get(&key).and_then(|res| res.forgotten_seq(&task.id)));
         if let Some(seq) = known
             && let Some(ran_at) =
                 self.resources.get(&key).filter(|res| seq <= res.executed).map(|res| res.token_epoch(seq))
@@ -627,7 +662,7 @@ impl Custody {
             return TaskMsg::Rejected {
                 req: 0,
                 reason: format!(
-                    "task {:?} ran as number {seq} of {:?}; its token and outcome are no longer kept (the ids of the last {DEDUP_PER_RESOURCE_MAX} tasks run per resource are)",
+                    "task {:?} ran as number {seq} of {:?}; its token and outcome are no longer kept",
                     task.id, task.resource
                 ),
             };
@@ -781,8 +816,10 @@ impl Custody {
                 let res = self.resources.remove(key).expect("listed");
                 self.queued_total -= res.queue.len();
                 self.queued_bytes_total -= res.queued_bytes;
-                bytes +=
-                    res.queued_bytes + res.dedup.iter().map(|(id, _, _)| id.len() + 24).sum::<usize>() + key.1.len();
+                bytes += res.queued_bytes
+                    + res.dedup.iter().map(|(id, _, _)| id.len() + 24).sum::<usize>()
+                    + res.forgotten.len() * 18
+                    + key.1.len();
                 states.push(ResourceState {
                     resource: key.1.clone(),
                     last_seq: res.last_seq,
@@ -791,6 +828,7 @@ impl Custody {
                     pending: res.queue.into(),
                     dedup: res.dedup.into(),
                     token_epochs: res.token_epochs.into(),
+                    forgotten: res.forgotten.into(),
                 });
                 // Full: cut after this resource, if the next one lies at
                 // another point (one point's resources stay together).
@@ -900,7 +938,7 @@ impl Custody {
         let bytes: usize = state.pending.iter().map(|t| t.task.weight()).sum();
         self.queued_total += state.pending.len();
         self.queued_bytes_total += bytes;
-        let res = Res {
+        let mut res = Res {
             queue: state.pending.into(),
             queued_bytes: bytes,
             running: None,
@@ -909,8 +947,15 @@ impl Custody {
             token_floor: state.token_floor,
             dedup: state.dedup.into(),
             token_epochs: state.token_epochs.into_iter().rev().take(TOKEN_EPOCHS_PER_RESOURCE_MAX).rev().collect(),
+            forgotten: VecDeque::new(),
+            forgotten_by_hash: BTreeMap::new(),
             scheduled: false,
         };
+        // A peer's list is taken up to the bound, newest kept.
+        let skip = state.forgotten.len().saturating_sub(FORGOTTEN_PER_RESOURCE_MAX);
+        for (hash, seq) in state.forgotten.into_iter().skip(skip) {
+            res.remember_forgotten(hash, seq);
+        }
         self.resources.insert(key, res);
     }
 

@@ -751,3 +751,67 @@ fn a_reminder_about_a_task_that_ran_and_was_forgotten_never_queues_it_again() {
     let last_seq = c.resources.values().map(|r| r.last_seq).max();
     assert_eq!(last_seq, Some(DEDUP_PER_RESOURCE_MAX as u64 + 1), "nothing accepted");
 }
+
+/// Random seed 1150: a task ran, its gateway was cut off before the answer
+/// left, and its client retried through another node 1,534 tasks of the
+/// same resource later, with no sequence number: it must be told it ran,
+/// not run again. The id hashes travel with the resource to its next
+/// custodian.
+#[test]
+fn a_retry_through_another_node_past_the_id_window_is_told_it_ran_here_and_after_a_handoff() {
+    let (a, b) = (id(1), id(2));
+    let (c1, c2) = two_epochs(&a, &b);
+    let mut ca = custody_at(&a, &c1, T0);
+    let r = resource_owned_by(&c2, &b, "hot");
+    let run = |c: &mut Custody, gateway: u16, req: u64, tid: &str| {
+        c.on_submit(id(gateway).addr, Ask { req, wait: false, seq: None }, task(tid, &r), true, at(1));
+        c.pump(at(1), true);
+        c.finished(&r, req, Outcome::Ok(vec![]), at(1));
+    };
+    run(&mut ca, 5, 1, "first");
+    let later = DEDUP_PER_RESOURCE_MAX as u64 + 600;
+    for i in 0..later {
+        run(&mut ca, 5, 2 + i, &format!("t{i}"));
+    }
+    outputs(&mut ca);
+    assert!(ca.resources.values().all(|res| res.dedup.iter().all(|(id, _, _)| id != "first")), "its id was trimmed");
+    let retry = |c: &mut Custody, req: u64| {
+        c.on_submit(id(6).addr, Ask { req, wait: true, seq: None }, task("first", &r), true, at(2));
+        sent(&outputs(c)).into_iter().map(|(_, m)| m).collect::<Vec<_>>()
+    };
+    // Told it ran with its token of epoch 1, answered in epoch `now`.
+    let told = |req: u64, now: u64| {
+        vec![
+            TaskMsg::Done { req, task_id: "first".into(), token: Token { epoch: 1, seq: 1 }, outcome: None },
+            TaskMsg::Accepted { req, seq: 1, epoch: now, duplicate: true },
+        ]
+    };
+    assert_eq!(retry(&mut ca, 9_999), told(9_999, 1));
+    let last_seq = |c: &Custody| c.resources.values().map(|res| res.last_seq).max();
+    assert_eq!(last_seq(&ca), Some(later + 1), "nothing accepted");
+
+    // Epoch 2 moves the resource to b, with the hashes.
+    ca.on_epoch(&c2, at(3));
+    let moved = transfers(&outputs(&mut ca));
+    let state = moved.iter().flat_map(|(_, t)| &t.resources).find(|s| s.resource == r).expect("moved");
+    assert_eq!(state.forgotten.len() + state.dedup.len(), later as usize + 1);
+    let mut cb = custody_at(&b, &c2, at(3));
+    for (_, t) in &moved {
+        cb.on_transfer(a.addr, t.clone(), at(3));
+    }
+    outputs(&mut cb);
+    assert_eq!(retry(&mut cb, 10_000), told(10_000, 2));
+    assert_eq!(last_seq(&cb), Some(later + 1), "nothing accepted at b either");
+}
+
+#[test]
+fn forgotten_ids_are_kept_up_to_their_bound_oldest_first_out() {
+    let mut res = Res::default();
+    for seq in 1..=(FORGOTTEN_PER_RESOURCE_MAX as u64 + 5) {
+        res.remember_forgotten(task_id_hash(&format!("t{seq}")), seq);
+    }
+    assert_eq!(res.forgotten.len(), FORGOTTEN_PER_RESOURCE_MAX);
+    assert_eq!(res.forgotten_by_hash.len(), FORGOTTEN_PER_RESOURCE_MAX);
+    assert_eq!(res.forgotten_seq("t5"), None, "the oldest went");
+    assert_eq!(res.forgotten_seq("t6"), Some(6));
+}
