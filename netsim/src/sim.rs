@@ -240,6 +240,8 @@ struct SimNode {
     view: BTreeMap<usize, (u64, u32)>,
     /// The latest epoch this life has learned.
     learned: u64,
+    /// When this life started (true µs).
+    started_at: u64,
     /// Bumped whenever the engine stops: a handler's end reported for an
     /// older boot has nobody to go to.
     boot: u64,
@@ -499,6 +501,7 @@ impl Sim {
                 wake_at: None,
                 view: BTreeMap::new(),
                 learned: 0,
+                started_at: 0,
                 boot: 0,
                 executing: BTreeSet::new(),
             })
@@ -627,6 +630,7 @@ impl Sim {
         node.engine = Some(Node::new(id, self.plan.config.clone(), seed, Instant::from_micros(local)));
         node.view.clear();
         node.learned = 0;
+        node.started_at = self.now;
         node.paused = false;
         node.held.clear();
         // The baseline's worker process starts with the node.
@@ -1879,6 +1883,13 @@ impl Finished {
             .take(5)
             .map(|&i| format!("n{i} at {}", sim.nodes[i].learned))
             .collect();
+        // Lives started after the store lost its voters' majority can never
+        // be admitted, nor learn an epoch.
+        let lost_at = sim.watch.store_lost_at;
+        let unadmittable = running
+            .iter()
+            .filter(|&&i| sim.nodes[i].learned != latest)
+            .all(|&i| lost_at.is_some_and(|at| sim.nodes[i].started_at >= at));
         let chain_ok = w.violations.is_empty();
         let chain = Check {
             name: "the epoch chain is one chain, learned epochs never go backwards, a cut-off minority commits nothing"
@@ -1901,7 +1912,8 @@ impl Finished {
             } else {
                 format!("latest epoch {latest}; behind: {}", behind.join(", "))
             },
-            class: None,
+            class: (!behind.is_empty() && unadmittable)
+                .then(|| crate::report::LivenessClass::StoreMajorityLost.name().to_string()),
         };
         let mut checks = vec![converge, still, no_false, chain, agree];
         for (at, checked, acting) in &w.lease_checks {
