@@ -68,7 +68,7 @@
 //! * No raft-rs log holds lock entries: each entry is charged a real
 //!   replication round over the real links, but the Raft group's own
 //!   messages are not extended by them, there is no batching of entries into
-//!   one append (as the reference's message formula assumes), and an entry
+//!   one append (as a per-operation cost count assumes), and an entry
 //!   that reached a minority before its leader failed is dropped and retried
 //!   rather than possibly committed by the next leader.
 //! * The leader has no service time: any number of operations commit in

@@ -9,9 +9,9 @@
 //! * every submitted task ran at least once;
 //! * every submitted task completed, when the plan expects it.
 //!
-//! [`invariants`] gives the invariants of the handoff reference (section
-//! 6.2), each with a count of offences and the first offending execution or
-//! pair of them:
+//! [`invariants`] gives the invariants (docs/design.md, section 12), each
+//! with a count of offences and the first offending execution or pair of
+//! them:
 //!
 //! * **I1** real-time mutual exclusion: executions of one resource never
 //!   overlap in true time;
@@ -45,11 +45,11 @@
 //! The simulated fencing-aware resource sees each execution's effect at the
 //! execution's end, in true time order (an execution cut short by its node
 //! stopping is taken to have reached the resource; one still running at the
-//! end never does). In custody mode it is the reference's resource (section
-//! 3.6): a token whose epoch is below the highest applied epoch is rejected
-//! as stale; one whose sequence number is at most the last applied one is
-//! recognised as already applied (a re-execution after failover); anything
-//! else applies. In lock mode it is a fence on the lock service's revision
+//! end never does). In custody mode it is the fencing-aware resource of
+//! docs/design.md (section 11.3): a token whose epoch is below the highest
+//! applied epoch is rejected as stale; one whose sequence number is at
+//! most the last applied one is recognised as already applied (a
+//! re-execution after failover); anything else applies. In lock mode it is a fence on the lock service's revision
 //! (a token not above the last applied one is rejected as stale) that also
 //! remembers the task ids it applied (the idempotency key a resource behind
 //! per-task locks needs: a task re-run under a newer revision, after its
@@ -531,7 +531,7 @@ pub fn check(mode: Mode, run: &TaskRun<'_>) -> (Vec<Check>, Tasks) {
     (c.checks, c.tasks)
 }
 
-/// Checks the invariants of the handoff reference (section 6.2) over one
+/// Checks the invariants (docs/design.md, section 12) over one
 /// mode's trace: one entry per invariant, in the order I1, I2, I4, I5, I6,
 /// I7, I8, I11, I12.
 pub fn invariants(mode: Mode, run: &TaskRun<'_>) -> Vec<Invariant> {

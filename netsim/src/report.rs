@@ -42,7 +42,7 @@ pub struct Report {
     pub handoffs: Handoffs,
     /// Each check and its outcome.
     pub checks: Vec<Check>,
-    /// The task invariants (handoff reference, section 6.2), one entry per
+    /// The task invariants (docs/design.md, section 12), one entry per
     /// invariant and mode; each is also among `checks`, where it decides
     /// the verdict. Empty without a workload.
     #[serde(default)]
@@ -246,7 +246,7 @@ pub struct Check {
 /// One task invariant over one mode's trace (see [`crate::checker::invariants`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Invariant {
-    /// Its number in the handoff reference: `"I1"`, `"I2"`, `"I4"`, …
+    /// Its number in docs/design.md (section 12): `"I1"`, `"I2"`, `"I4"`, …
     pub name: String,
     /// The mode whose trace it was checked on.
     pub mode: crate::plan::Mode,

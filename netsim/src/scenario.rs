@@ -618,7 +618,7 @@ pub const RANDOM_NODES: std::ops::RangeInclusive<usize> = 8..=50;
 /// a one-way cut, a leave while a voter is cut off.
 pub const RANDOM_FAULTS: std::ops::RangeInclusive<usize> = 3..=12;
 /// The largest clock drift a `random` plan draws, in ppm: ρ = 10⁻³, the
-/// drift bound the handoff design assumes (assumption A1; the engine's
+/// drift bound the design assumes (docs/design.md, section 14.2; the engine's
 /// configuration has no drift setting of its own). A run draws its own bound
 /// (none, 100 ppm or this) and each node a drift within it.
 pub const DRIFT_PPM_MAX: i32 = 1_000;

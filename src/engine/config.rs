@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::epoch::VNODES_MAX;
 use super::ring::VNODES_DEFAULT;
 
 /// The smallest `max_packet_size` accepted. Below this a SWIM packet cannot
@@ -281,8 +282,8 @@ impl Config {
         if self.handoff_timeout.is_zero() {
             return bad("handoff_timeout", "must be positive".into());
         }
-        if !(1..=4096).contains(&self.vnodes) {
-            return bad("vnodes", format!("{} is outside 1 ..= 4096", self.vnodes));
+        if !(1..=VNODES_MAX).contains(&self.vnodes) {
+            return bad("vnodes", format!("{} is outside 1 ..= {VNODES_MAX}", self.vnodes));
         }
         Ok(())
     }

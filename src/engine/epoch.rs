@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, Weak};
 use serde::{Deserialize, Serialize};
 
 use super::id::{NodeId, write_addr_bytes};
-use super::ring::Ring;
+use super::ring::{REPLICAS_MAX, Ring};
 
 /// A member's standing in a configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -63,6 +63,14 @@ pub struct Configuration {
 
 /// Replicas per range unless configured otherwise.
 pub const REPLICATION_DEFAULT: u8 = 3;
+/// Members one configuration may have (a membership sync carries at most
+/// as many).
+pub const MEMBERS_MAX: usize = 4096;
+/// Ring points per member.
+pub const VNODES_MAX: u32 = 4096;
+/// Ring points in all (members × vnodes): bounds the memory a configuration
+/// from a peer can ask for.
+pub const RING_POINTS_MAX: usize = 1 << 21;
 
 impl Configuration {
     /// The first configuration of cluster `group`: the bootstrapping node
@@ -134,8 +142,18 @@ impl Configuration {
 
     /// Checks the invariants a committed configuration must keep: sorted,
     /// one member per address.
+    ///
+    /// Also in range, since a configuration may come from a peer: at most
+    /// [`MEMBERS_MAX`] members, 1 ..= [`VNODES_MAX`] ring points each, at
+    /// most [`RING_POINTS_MAX`] in all, and 1 ..= [`REPLICAS_MAX`] replicas.
     pub fn is_well_formed(&self) -> bool {
-        self.epoch >= 1 && self.members.windows(2).all(|w| w[0].id.addr < w[1].id.addr)
+        let points = self.members.len().saturating_mul(self.vnodes as usize);
+        self.epoch >= 1
+            && self.members.len() <= MEMBERS_MAX
+            && (1..=VNODES_MAX).contains(&self.vnodes)
+            && points <= RING_POINTS_MAX
+            && (1..=REPLICAS_MAX).contains(&usize::from(self.replication))
+            && self.members.windows(2).all(|w| w[0].id.addr < w[1].id.addr)
     }
 }
 
@@ -248,5 +266,23 @@ mod tests {
         assert!(!c.contains(&id(5, 2)));
         assert_eq!(c.member(id(1, 9).addr).map(|m| m.id.incarnation), Some(1));
         assert_eq!(c.ring().members().len(), 2);
+    }
+
+    #[test]
+    fn a_configuration_out_of_range_is_not_well_formed() {
+        let c = Configuration::first(1, id(1, 1), 128, 3);
+        assert!(c.is_well_formed());
+        for (vnodes, replication) in [(0, 3), (VNODES_MAX + 1, 3), (128, 0), (128, REPLICAS_MAX as u8 + 1)] {
+            assert!(!Configuration { vnodes, replication, ..c.clone() }.is_well_formed(), "{vnodes} {replication}");
+        }
+        let many: Vec<ConfigMember> = (0..=MEMBERS_MAX as u16)
+            .map(|i| ConfigMember { id: id(i.wrapping_add(1), 1), status: MemberStatus::Active })
+            .collect();
+        assert!(!Configuration { members: many.clone(), ..c.clone() }.is_well_formed(), "too many members");
+        let members = RING_POINTS_MAX / VNODES_MAX as usize;
+        let at_bound = Configuration { members: many[..members].to_vec(), vnodes: VNODES_MAX, ..c.clone() };
+        assert!(at_bound.is_well_formed());
+        let past = Configuration { members: many[..members + 1].to_vec(), ..at_bound };
+        assert!(!past.is_well_formed(), "too many ring points");
     }
 }

@@ -33,8 +33,18 @@ pub struct NodeId {
     pub incarnation: u64,
     /// SWIM's rejoins within this life. Higher wins at equal incarnation.
     pub generation: u32,
-    /// A human name, at most [`NODE_NAME_LEN_MAX`] bytes.
+    /// A human name, at most [`NODE_NAME_LEN_MAX`] bytes (checked when
+    /// decoded from a peer).
+    #[serde(deserialize_with = "bounded_name")]
     pub name: Arc<str>,
+}
+
+/// Decodes a node name, refusing one longer than [`NODE_NAME_LEN_MAX`]: a
+/// peer's identity is validated where it enters.
+fn bounded_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error> {
+    let name = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+    NodeId::validate_name(&name).map_err(serde::de::Error::custom)?;
+    Ok(Arc::from(name.as_ref()))
 }
 
 impl NodeId {
@@ -183,5 +193,16 @@ mod tests {
             NodeId::validate_name(&"x".repeat(NODE_NAME_LEN_MAX + 1)),
             Err(NameTooLong { len: NODE_NAME_LEN_MAX + 1 })
         );
+    }
+
+    #[test]
+    fn a_peer_s_name_past_the_bound_is_refused_at_decode() {
+        let ok = NodeId::new("127.0.0.1:7000".parse().unwrap(), 1, &"x".repeat(NODE_NAME_LEN_MAX));
+        let bytes = rmp_serde::to_vec(&ok).unwrap();
+        assert_eq!(rmp_serde::from_slice::<NodeId>(&bytes).unwrap(), ok);
+        let long = NodeId { name: Arc::from("x".repeat(NODE_NAME_LEN_MAX + 1)), ..ok };
+        let bytes = rmp_serde::to_vec(&long).unwrap();
+        let err = rmp_serde::from_slice::<NodeId>(&bytes).unwrap_err();
+        assert!(err.to_string().contains("node name is 65 bytes long"), "{err}");
     }
 }

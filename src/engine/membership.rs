@@ -180,14 +180,18 @@ const MSG_GOSSIP: u8 = 8;
 const MSG_BROADCAST: u8 = 9;
 const MSG_TURN_UNDEAD: u8 = 10;
 
-fn put_id(out: &mut Vec<u8>, id: &NodeId) {
+/// Encodes an identity; a name past [`NODE_NAME_LEN_MAX`] (only a
+/// hand-built `NodeId` can carry one) is an error, never a wrapped length.
+fn put_id(out: &mut Vec<u8>, id: &NodeId) -> Result<(), CodecError> {
+    let name = id.name.as_bytes();
+    let len =
+        u8::try_from(name.len()).ok().filter(|&l| usize::from(l) <= NODE_NAME_LEN_MAX).ok_or(CodecError::BadName)?;
     write_addr_bytes(&id.addr, out);
     out.extend_from_slice(&id.incarnation.to_be_bytes());
     out.extend_from_slice(&id.generation.to_be_bytes());
-    let name = id.name.as_bytes();
-    debug_assert!(name.len() <= NODE_NAME_LEN_MAX);
-    out.push(name.len() as u8);
+    out.push(len);
     out.extend_from_slice(name);
+    Ok(())
 }
 
 /// The message tag of an encoded header, found without decoding (or
@@ -258,30 +262,30 @@ impl foca::Codec<NodeId> for SwimCodec {
 
     fn encode_header(&mut self, header: &Header<NodeId>, mut buf: impl BufMut) -> Result<(), CodecError> {
         let mut out = Vec::with_capacity(96);
-        put_id(&mut out, &header.src);
+        put_id(&mut out, &header.src)?;
         out.extend_from_slice(&header.src_incarnation.to_be_bytes());
-        put_id(&mut out, &header.dst);
+        put_id(&mut out, &header.dst)?;
         match &header.message {
             Message::Ping(n) => out.extend_from_slice(&[MSG_PING, *n]),
             Message::Ack(n) => out.extend_from_slice(&[MSG_ACK, *n]),
             Message::PingReq { target, probe_number } => {
                 out.push(MSG_PING_REQ);
-                put_id(&mut out, target);
+                put_id(&mut out, target)?;
                 out.push(*probe_number);
             }
             Message::IndirectPing { origin, probe_number } => {
                 out.push(MSG_INDIRECT_PING);
-                put_id(&mut out, origin);
+                put_id(&mut out, origin)?;
                 out.push(*probe_number);
             }
             Message::IndirectAck { target, probe_number } => {
                 out.push(MSG_INDIRECT_ACK);
-                put_id(&mut out, target);
+                put_id(&mut out, target)?;
                 out.push(*probe_number);
             }
             Message::ForwardedAck { origin, probe_number } => {
                 out.push(MSG_FORWARDED_ACK);
-                put_id(&mut out, origin);
+                put_id(&mut out, origin)?;
                 out.push(*probe_number);
             }
             Message::Announce => out.push(MSG_ANNOUNCE),
@@ -323,7 +327,7 @@ impl foca::Codec<NodeId> for SwimCodec {
 
     fn encode_member(&mut self, member: &Member<NodeId>, mut buf: impl BufMut) -> Result<(), CodecError> {
         let mut out = Vec::with_capacity(48);
-        put_id(&mut out, member.id());
+        put_id(&mut out, member.id())?;
         out.extend_from_slice(&member.incarnation().to_be_bytes());
         out.push(match member.state() {
             State::Alive => 0,
@@ -436,5 +440,17 @@ mod tests {
         let mut limited = (&mut buf).limit(5);
         assert_eq!(SwimCodec.encode_member(&member, &mut limited), Err(CodecError::NoRoom));
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn an_identity_with_a_name_past_the_bound_does_not_encode() {
+        let ok = NodeId::new("127.0.0.1:7000".parse().unwrap(), 1, "n");
+        let long = NodeId { name: Arc::from("x".repeat(NODE_NAME_LEN_MAX + 1)), ..ok.clone() };
+        let mut buf = Vec::new();
+        let header = Header { src: ok.clone(), src_incarnation: 0, dst: long.clone(), message: Message::Ping(1) };
+        assert!(matches!(SwimCodec.encode_header(&header, &mut buf), Err(CodecError::BadName)));
+        let member = Member::new(long, 0, State::Alive);
+        assert!(matches!(SwimCodec.encode_member(&member, &mut buf), Err(CodecError::BadName)));
+        assert!(buf.is_empty(), "nothing half-written");
     }
 }

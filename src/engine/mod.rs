@@ -22,7 +22,7 @@ pub mod task;
 pub mod time;
 pub mod wire;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
 
 use foca::OwnedNotification;
@@ -50,8 +50,9 @@ pub const SEEDS_MAX: usize = 16;
 /// so reaching this is a driver bug, not load.
 pub const OUTPUTS_MAX: usize = 65_536;
 
-/// Most foca timers pending at once. foca keeps a handful per member; this
-/// bound is far above what a 10,000-member cluster schedules.
+/// Most foca timers expected pending at once. foca keeps a handful per
+/// member; this bound is far above what a 10,000-member cluster schedules.
+/// Past it the node logs an error and goes on.
 pub const TIMERS_MAX: usize = 1 << 20;
 
 /// Most due foca timers handled in one `Timeout` input. Timers scheduled
@@ -731,6 +732,25 @@ impl Node {
         if members.is_empty() {
             return Ok(());
         }
+        // Syncs add members a few thousand at a time, but many of them
+        // would grow the member list (and foca's timers) without bound: past
+        // [`MEMBERS_MAX`], only members already known are updated.
+        let room = epoch::MEMBERS_MAX.saturating_sub(self.swim.num_members());
+        let members: Vec<SyncMember> = if members.len() <= room {
+            members
+        } else {
+            let known: BTreeSet<SocketAddr> = self.swim.iter_membership_state().map(|k| k.id().addr).collect();
+            let mut new = 0usize;
+            members
+                .into_iter()
+                .filter(|m| {
+                    known.contains(&m.id.addr) || {
+                        new += 1;
+                        new <= room
+                    }
+                })
+                .collect()
+        };
         let updates = members.into_iter().map(|m| {
             let state = match m.state {
                 MemberState::Alive => foca::State::Alive,
@@ -1067,7 +1087,16 @@ impl Node {
             notifications: &mut self.notifications,
         };
         let result = call(&mut self.swim, &mut effects);
-        assert!(self.timers.len() <= TIMERS_MAX, "foca scheduled {} timers", self.timers.len());
+        if self.timers.len() > TIMERS_MAX {
+            // Members learned by gossip are not capped by foca; a peer that
+            // floods made-up members must not stop the node. Logged, not a
+            // panic: the timers are foca's and it needs them.
+            tracing::error!(
+                timers = self.timers.len(),
+                bound = TIMERS_MAX,
+                "foca scheduled more timers than the bound"
+            );
+        }
         // Drained, and put back: the buffers keep their capacity, unless a
         // burst (a thousand members learned at once) made it large.
         let mut sends = std::mem::take(&mut self.sends);

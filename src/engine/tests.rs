@@ -439,6 +439,27 @@ fn a_sync_request_teaches_what_we_lack_and_answers_with_what_they_lack() {
     assert!(matches!(&outputs[0], Output::PeerFrame { to, .. } if *to == addr(7002)));
 }
 
+/// Syncs carry up to `SYNC_MEMBERS_MAX` members each, but many of them
+/// must not grow the member list (and foca's timers) without bound: past
+/// `epoch::MEMBERS_MAX`, only known members are updated.
+#[test]
+fn syncs_never_grow_the_member_list_past_its_bound() {
+    let mut a = node(7001, 1, 1);
+    let member = |i: usize| wire::SyncMember {
+        id: NodeId::new(SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 7000)), 1, "m"),
+        incarnation: 0,
+        state: MemberState::Alive,
+    };
+    let batch = SYNC_MEMBERS_MAX - 1;
+    for round in 0..3 {
+        let request = Message::SyncRequest((round * batch..(round + 1) * batch).map(member).collect());
+        let bytes = wire::encode_message(&request).unwrap();
+        a.handle(Instant::from_micros(round as u64 * 10), Input::PeerFrame { from: addr(7002), bytes }).unwrap();
+        drain(&mut a);
+    }
+    assert_eq!(a.swim.num_members(), epoch::MEMBERS_MAX);
+}
+
 #[test]
 fn a_joining_node_pulls_the_full_member_list_at_once() {
     let mut net = Net::new([node(7001, 1, 1), node(7002, 1, 2)]);

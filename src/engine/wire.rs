@@ -1,6 +1,6 @@
 //! What travels between nodes and clients, and how it is framed.
 //!
-//! Two carriers (DESIGN.md section 2):
+//! Two carriers (docs/design.md, section 2.3):
 //!
 //! * **Datagrams** carry SWIM packets: `[PROTOCOL_VERSION][foca packet]`.
 //!   Unreliable and unordered.
@@ -733,8 +733,10 @@ mod fast {
             let addr = self.addr()?;
             let incarnation = self.uint()?;
             let generation = u32::try_from(self.uint()?).ok()?;
-            let name: Arc<str> = Arc::from(self.str()?);
-            Some(NodeId { addr, incarnation, generation, name })
+            let name = self.str()?;
+            // A name past the bound: the full decoder refuses it.
+            NodeId::validate_name(name).ok()?;
+            Some(NodeId { addr, incarnation, generation, name: Arc::from(name) })
         }
 
         /// `SyncMember`: `[id, incarnation, state]`.
@@ -943,7 +945,9 @@ mod tests {
             any::<u16>(),
             any::<u64>(),
             any::<u32>(),
-            ".{0,70}",
+            // Up to 16 characters of up to 4 bytes: always within
+            // NODE_NAME_LEN_MAX (longer names are refused by both decoders).
+            ".{0,16}",
             any::<u16>(),
             prop_oneof![Just(MemberState::Alive), Just(MemberState::Suspect), Just(MemberState::Down)],
         )
