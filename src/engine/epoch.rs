@@ -192,9 +192,13 @@ impl Configuration {
                 m.status = MemberStatus::Leaving;
             }
         }
+        // A join that would take the configuration past its bounds waits
+        // (it would not be well formed, and every node would refuse it).
+        let room = MEMBERS_MAX.min(RING_POINTS_MAX / (self.vnodes.max(1) as usize));
         for id in &changes.joins {
+            let present = members.contains_key(&id.addr);
             let newer = members.get(&id.addr).is_none_or(|m| m.id.incarnation < id.incarnation);
-            if newer {
+            if newer && (present || members.len() < room) {
                 members.insert(id.addr, ConfigMember { id: id.clone(), status: MemberStatus::Active });
             }
         }
@@ -284,5 +288,10 @@ mod tests {
         assert!(at_bound.is_well_formed());
         let past = Configuration { members: many[..members + 1].to_vec(), ..at_bound };
         assert!(!past.is_well_formed(), "too many ring points");
+        // The leader never builds one past the bounds: the extra join waits.
+        let full = Configuration { members: many[..MEMBERS_MAX].to_vec(), ..c.clone() };
+        assert!(full.is_well_formed());
+        let join = Changes { joins: vec![id(60_000, 1)], ..Changes::default() };
+        assert_eq!(full.next(&join), None);
     }
 }
