@@ -705,6 +705,11 @@ impl Sim {
         }
     }
 
+    /// Whether node `n` is on a side of a partition in force.
+    fn in_cut(&self, n: usize) -> bool {
+        self.partitions.iter().any(|p| p.side[n] != 0)
+    }
+
     fn blocked(&self, from: usize, to: usize) -> bool {
         self.partitions.iter().any(|p| {
             let (s, d) = (p.side[from], p.side[to]);
@@ -1411,7 +1416,7 @@ impl Sim {
                         self.watch.pauses.push((node, since, self.now));
                     }
                     // Still inside a cut: excused until its heal.
-                    let cut = self.partitions.iter().any(|p| p.side[node] != 0);
+                    let cut = self.in_cut(node);
                     let until = self.now + self.grace_us;
                     self.excused_until[node] = if cut { u64::MAX } else { until };
                     let released = self.released_at[node].take();
@@ -1459,8 +1464,7 @@ impl Sim {
                 }
             }
             Fault::Heal => {
-                let cut: Vec<bool> =
-                    (0..self.nodes.len()).map(|n| self.partitions.iter().any(|p| p.side[n] != 0)).collect();
+                let cut: Vec<bool> = (0..self.nodes.len()).map(|n| self.in_cut(n)).collect();
                 self.partitions.clear();
                 self.cut_voters.clear();
                 self.update_cut_off();

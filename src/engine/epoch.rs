@@ -196,9 +196,9 @@ impl Configuration {
         // (it would not be well formed, and every node would refuse it).
         let room = MEMBERS_MAX.min(RING_POINTS_MAX / (self.vnodes.max(1) as usize));
         for id in &changes.joins {
-            let present = members.contains_key(&id.addr);
-            let newer = members.get(&id.addr).is_none_or(|m| m.id.incarnation < id.incarnation);
-            if newer && (present || members.len() < room) {
+            let held = members.get(&id.addr).map(|m| m.id.incarnation);
+            let newer = held.is_none_or(|incarnation| incarnation < id.incarnation);
+            if newer && (held.is_some() || members.len() < room) {
                 members.insert(id.addr, ConfigMember { id: id.clone(), status: MemberStatus::Active });
             }
         }

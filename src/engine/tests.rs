@@ -614,7 +614,7 @@ fn a_leaving_leader_hands_over_and_the_store_keeps_working() {
     net.run_until(net.now + Duration::from_secs(10));
     assert!(net.nodes[&leader].has_left());
     net.nodes.remove(&leader);
-    let leaders: Vec<SocketAddr> = net.nodes.iter().filter(|(_, n)| n.is_leader()).map(|(a, _)| *a).collect();
+    let leaders = store_leaders(&net, None);
     assert_eq!(leaders.len(), 1, "one new leader: {leaders:?}");
     for n in net.nodes.values() {
         let config = n.configuration().expect("a configuration");
@@ -823,9 +823,19 @@ fn a_sync_ranks_down_above_any_incarnation_of_the_same_identity() {
     assert!(newer_than(&ranks(&down), &ranks(&alive)).is_empty());
 }
 
+/// The nodes that think they lead the epoch store, but `but`.
+fn store_leaders(net: &Net, but: Option<SocketAddr>) -> Vec<SocketAddr> {
+    net.nodes.iter().filter(|(a, n)| Some(**a) != but && n.is_leader()).map(|(a, _)| *a).collect()
+}
+
 /// The node that leads the epoch store now (exactly one).
 fn store_leader(net: &Net) -> SocketAddr {
-    let leaders: Vec<SocketAddr> = net.nodes.iter().filter(|(_, n)| n.is_leader()).map(|(a, _)| *a).collect();
+    store_leader_but(net, None)
+}
+
+/// The one leader among the nodes other than `but`.
+fn store_leader_but(net: &Net, but: Option<SocketAddr>) -> SocketAddr {
+    let leaders = store_leaders(net, but);
     assert_eq!(leaders.len(), 1, "one leader: {leaders:?}");
     leaders[0]
 }
@@ -894,27 +904,17 @@ fn a_new_leader_replaces_a_cut_off_voter_before_removing_it() {
     let end = net.now + Duration::from_secs(30);
     while net.now < end {
         net.run_until(net.now + Duration::from_millis(20));
-        let leaders: Vec<&Node> =
-            net.nodes.iter().filter(|(a, n)| **a != old && n.is_leader()).map(|(_, n)| n).collect();
-        if let [leader] = leaders[..] {
-            fewest = fewest.min(leader.store.voters().len());
+        if let [leader] = store_leaders(&net, Some(old))[..] {
+            fewest = fewest.min(net.nodes[&leader].store.voters().len());
         }
     }
-    let leader = store_leader_but(&net, old);
+    let leader = store_leader_but(&net, Some(old));
     let config = net.nodes[&leader].configuration().cloned().expect("a configuration");
     assert!(config.member(old).is_none(), "the cut-off leader was removed: {config:?}");
     let voters = net.nodes[&leader].store.voters().to_vec();
     assert_eq!(voters.len(), 3, "{voters:?}");
     assert!(!voters.contains(&old), "{voters:?}");
     assert!(fewest >= 3, "the voters went down to {fewest} before the replacement came in");
-}
-
-/// The one leader among the nodes other than `but`.
-fn store_leader_but(net: &Net, but: SocketAddr) -> SocketAddr {
-    let leaders: Vec<SocketAddr> =
-        net.nodes.iter().filter(|(a, n)| **a != but && n.is_leader()).map(|(a, _)| *a).collect();
-    assert_eq!(leaders.len(), 1, "one leader: {leaders:?}");
-    leaders[0]
 }
 
 /// Random seed 1936: a joiner whose only seed is cut off, and a second

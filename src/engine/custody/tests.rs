@@ -105,6 +105,14 @@ fn transfers(outs: &[CustodyOutput]) -> Vec<(SocketAddr, Transfer)> {
         .collect()
 }
 
+/// Submits `tid` to `resource` (request `req`, numbered `req` there: the
+/// resource's tasks so far all ran), runs it and ends it, all at `now`.
+fn run_to_end(c: &mut Custody, gateway: u16, req: u64, tid: &str, resource: &str, now: Instant) {
+    c.on_submit(id(gateway).addr, Ask { req, wait: false, seq: None }, task(tid, resource), true, now);
+    c.pump(now, true);
+    c.finished(resource, req, Outcome::Ok(vec![]), now);
+}
+
 fn submit_from(c: &mut Custody, gateway: u16, req: u64, t: Task) -> TaskMsg {
     c.on_submit(id(gateway).addr, Ask { req, wait: false, seq: None }, t, true, T0);
     let outs = outputs(c);
@@ -724,9 +732,7 @@ fn a_reminder_about_a_task_that_ran_and_was_forgotten_never_queues_it_again() {
     outputs(&mut c);
     c.finished("r", 1, Outcome::Ok(vec![]), at(1));
     for i in 0..DEDUP_PER_RESOURCE_MAX as u64 {
-        c.on_submit(id(5).addr, Ask { req: 2 + i, wait: false, seq: None }, task(&format!("t{i}"), "r"), true, at(1));
-        c.pump(at(1), true);
-        c.finished("r", 2 + i, Outcome::Ok(vec![]), at(1));
+        run_to_end(&mut c, 5, 2 + i, &format!("t{i}"), "r", at(1));
     }
     outputs(&mut c);
     // The gateway of "first" knows its number: told it ran, with its token,
@@ -763,15 +769,10 @@ fn a_retry_through_another_node_past_the_id_window_is_told_it_ran_here_and_after
     let (c1, c2) = two_epochs(&a, &b);
     let mut ca = custody_at(&a, &c1, T0);
     let r = resource_owned_by(&c2, &b, "hot");
-    let run = |c: &mut Custody, gateway: u16, req: u64, tid: &str| {
-        c.on_submit(id(gateway).addr, Ask { req, wait: false, seq: None }, task(tid, &r), true, at(1));
-        c.pump(at(1), true);
-        c.finished(&r, req, Outcome::Ok(vec![]), at(1));
-    };
-    run(&mut ca, 5, 1, "first");
+    run_to_end(&mut ca, 5, 1, "first", &r, at(1));
     let later = DEDUP_PER_RESOURCE_MAX as u64 + 600;
     for i in 0..later {
-        run(&mut ca, 5, 2 + i, &format!("t{i}"));
+        run_to_end(&mut ca, 5, 2 + i, &format!("t{i}"), &r, at(1));
     }
     outputs(&mut ca);
     assert!(ca.resources.values().all(|res| res.dedup.iter().all(|(id, _, _)| id != "first")), "its id was trimmed");
