@@ -54,6 +54,7 @@ pub struct Configuration {
     /// The epoch number: 1 for the first, then one more per commit.
     pub epoch: u64,
     /// Members, sorted by address, one per address.
+    #[serde(deserialize_with = "super::wire::bounded_list")]
     pub members: Vec<ConfigMember>,
     /// Ring points per member.
     pub vnodes: u32,
