@@ -27,6 +27,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use std::sync::Arc;
 
+use custody::engine::epoch::RingCache;
 use custody::engine::ring::{Ring, Span};
 use custody::engine::wire::{self, Frame, Message, TaskMsg};
 use custody::engine::{
@@ -321,6 +322,8 @@ pub struct Sim {
     consensus_log: Vec<(u64, u64)>,
     /// Rings, transfers and faults, for tracing faults to resources.
     watch: CustodyWatch,
+    /// One ring per epoch for every node of the run (and the watch).
+    rings: RingCache,
 }
 
 /// Stream frames between nodes, by what they carry (read from the frame's
@@ -543,6 +546,7 @@ impl Sim {
             last_completion: 0,
             consensus_log: Vec::new(),
             watch: CustodyWatch::new(plan.nodes),
+            rings: RingCache::new(),
             plan,
         };
         if sim.net.loss > sim.plan.expect.no_false_down_at_loss_max {
@@ -627,7 +631,8 @@ impl Sim {
         node.incarnation = id.incarnation;
         node.generation = id.generation;
         let seed = mix(self.plan.seed ^ mix(i as u64) ^ mix(id.incarnation.rotate_left(32)));
-        node.engine = Some(Node::new(id, self.plan.config.clone(), seed, Instant::from_micros(local)));
+        let engine = Node::new(id, self.plan.config.clone(), seed, Instant::from_micros(local));
+        node.engine = Some(engine.with_ring_cache(self.rings.clone()));
         node.view.clear();
         node.learned = 0;
         node.started_at = self.now;
@@ -935,7 +940,7 @@ impl Sim {
         let members = c.members.iter().filter_map(|m| Some((node_index(m.id.addr)?, m.status))).collect();
         let lives = c.members.iter().filter_map(|m| Some((node_index(m.id.addr)?, m.id.incarnation))).collect();
         let at = self.epochs.committed_at.get(&epoch).copied().unwrap_or(self.now);
-        self.watch.rings.insert(epoch, EpochRing { at, ring: c.shared_ring(), members, lives });
+        self.watch.rings.insert(epoch, EpochRing { at, ring: self.rings.ring(c), members, lives });
     }
 
     /// The voters of the epoch store as its leader knows them (its Raft

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, Weak};
 use serde::{Deserialize, Serialize};
 
 use super::id::{NodeId, write_addr_bytes};
-use super::ring::{REPLICAS_MAX, Ring};
+use super::ring::{REPLICAS_MAX, Ring, dedupe_members};
 
 /// A member's standing in a configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -54,6 +54,7 @@ pub struct Configuration {
     /// The epoch number: 1 for the first, then one more per commit.
     pub epoch: u64,
     /// Members, sorted by address, one per address.
+    #[serde(deserialize_with = "super::wire::bounded_list")]
     pub members: Vec<ConfigMember>,
     /// Ring points per member.
     pub vnodes: u32,
@@ -122,24 +123,6 @@ impl Configuration {
         Ring::new(active, self.vnodes)
     }
 
-    /// The ring over the active members, built once per process for each
-    /// configuration: every node of a simulation (and every caller in a
-    /// process) that learns the same configuration shares one ring. A pure
-    /// function of the configuration, memoised; rings nobody holds any more
-    /// are forgotten.
-    pub fn shared_ring(&self) -> Arc<Ring> {
-        static RINGS: Mutex<BTreeMap<(u64, u64), Weak<Ring>>> = Mutex::new(BTreeMap::new());
-        let key = (self.group, self.hash());
-        let mut rings = RINGS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(ring) = rings.get(&key).and_then(Weak::upgrade) {
-            return ring;
-        }
-        rings.retain(|_, ring| ring.strong_count() > 0);
-        let ring = Arc::new(self.ring());
-        rings.insert(key, Arc::downgrade(&ring));
-        ring
-    }
-
     /// Checks the invariants a committed configuration must keep: sorted,
     /// one member per address.
     ///
@@ -154,6 +137,98 @@ impl Configuration {
             && points <= RING_POINTS_MAX
             && (1..=REPLICAS_MAX).contains(&usize::from(self.replication))
             && self.members.windows(2).all(|w| w[0].id.addr < w[1].id.addr)
+    }
+}
+
+/// Rings built from configurations, kept while someone holds them, so that
+/// every holder of the cache that learns the same ring shares one copy.
+///
+/// Explicit and owned: each engine [`super::Node`] has its own, and a host
+/// that runs many nodes in one process (a simulator) may hand them one
+/// shared cache with [`super::Node::with_ring_cache`]. A clone shares the
+/// cache it was cloned from.
+///
+/// A ring is a pure function of its input, the active members (one per
+/// address) and the points per member; a lookup finds candidates by a 64-bit
+/// digest of that input and takes one only if its input is equal, so a
+/// digest collision costs a build, never a wrong ring. Entries are weak: a
+/// ring nobody holds is forgotten at the next insertion, which bounds the
+/// cache by the rings alive.
+#[derive(Clone, Default)]
+pub struct RingCache {
+    rings: Arc<Mutex<BTreeMap<u64, Vec<Weak<Ring>>>>>,
+}
+
+impl std::fmt::Debug for RingCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rings = self.rings.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let alive = rings.values().flatten().filter(|r| r.strong_count() > 0).count();
+        f.debug_struct("RingCache").field("alive", &alive).finish()
+    }
+}
+
+impl RingCache {
+    /// An empty cache, shared by nobody yet.
+    pub fn new() -> RingCache {
+        RingCache::default()
+    }
+
+    /// The ring over `config`'s active members: the one held already if its
+    /// input is equal, otherwise a new one, kept for the next caller.
+    pub fn ring(&self, config: &Configuration) -> Arc<Ring> {
+        let active = config.members.iter().filter(|m| m.status == MemberStatus::Active).map(|m| m.id.clone());
+        let members = dedupe_members(active);
+        let key = ring_input_digest(&members, config.vnodes);
+        let mut rings = self.rings.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let built_from_input =
+            |ring: &Arc<Ring>| ring.vnodes() == config.vnodes && ring.members() == members.as_slice();
+        if let Some(ring) = rings.get(&key).into_iter().flatten().filter_map(Weak::upgrade).find(built_from_input) {
+            return ring;
+        }
+        let ring = Arc::new(Ring::new(members, config.vnodes));
+        rings.retain(|_, bucket| {
+            bucket.retain(|r| r.strong_count() > 0);
+            !bucket.is_empty()
+        });
+        rings.entry(key).or_default().push(Arc::downgrade(&ring));
+        ring
+    }
+
+    /// Rings held by someone, for tests.
+    #[cfg(test)]
+    fn alive(&self) -> usize {
+        let rings = self.rings.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        rings.values().flatten().filter(|r| r.strong_count() > 0).count()
+    }
+}
+
+/// A 64-bit digest of a ring's input (SipHash-2-4 with fixed keys over
+/// explicit bytes): where a [`RingCache`] looks first.
+fn ring_input_digest(members: &[NodeId], vnodes: u32) -> u64 {
+    let mut bytes = Vec::with_capacity(8 + members.len() * 40);
+    bytes.extend_from_slice(&vnodes.to_be_bytes());
+    for id in members {
+        write_addr_bytes(&id.addr, &mut bytes);
+        bytes.extend_from_slice(&id.incarnation.to_be_bytes());
+        bytes.extend_from_slice(&id.generation.to_be_bytes());
+        bytes.extend_from_slice(&(id.name.len() as u64).to_be_bytes());
+        bytes.extend_from_slice(id.name.as_bytes());
+    }
+    let mut h = hashring::DefaultHashBuilder.build_hasher();
+    h.write(&bytes);
+    h.finish()
+}
+
+impl super::Node {
+    /// This node builds its rings through `rings`, shared with every other
+    /// holder of it (by default a node has a cache of its own). For a host
+    /// running many nodes in one process: they share one ring per epoch
+    /// instead of one each. Changes nothing a node does.
+    ///
+    /// (Defined beside [`RingCache`], which it is about.)
+    pub fn with_ring_cache(mut self, rings: RingCache) -> super::Node {
+        self.custody.share_rings(rings);
+        self
     }
 }
 
@@ -270,6 +345,66 @@ mod tests {
         assert!(!c.contains(&id(5, 2)));
         assert_eq!(c.member(id(1, 9).addr).map(|m| m.id.incarnation), Some(1));
         assert_eq!(c.ring().members().len(), 2);
+    }
+
+    #[test]
+    fn a_ring_cache_shares_one_ring_per_input_among_its_holders() {
+        let c1 = Configuration::first(7, id(1, 1), 16, 3);
+        let c2 = c1.next(&Changes { joins: vec![id(2, 1)], ..Changes::default() }).unwrap();
+        let cache = RingCache::new();
+        let shared = cache.clone();
+        let a = cache.ring(&c2);
+        assert!(Arc::ptr_eq(&a, &shared.ring(&c2)), "a clone shares the cache");
+        assert_eq!(a.members(), c2.ring().members());
+        assert_eq!(a.ranges().collect::<Vec<_>>(), c2.ring().ranges().collect::<Vec<_>>());
+        // Another cache builds its own.
+        assert!(!Arc::ptr_eq(&a, &RingCache::new().ring(&c2)));
+        // Another epoch with the same active members has the same ring.
+        let c3 = c2.next(&Changes { joins: vec![id(3, 1)], ..Changes::default() }).unwrap();
+        let c4 = c3.next(&Changes { leaving: vec![id(3, 1)], ..Changes::default() }).unwrap();
+        assert!(Arc::ptr_eq(&a, &cache.ring(&c4)));
+        // Other members, lives, names or points: other rings.
+        let renamed = Configuration {
+            members: vec![
+                c2.members[0].clone(),
+                ConfigMember { id: NodeId::new(id(2, 1).addr, 1, "x"), ..c2.members[1].clone() },
+            ],
+            ..c2.clone()
+        };
+        for other in [
+            c3.clone(),
+            Configuration { vnodes: 8, ..c2.clone() },
+            renamed,
+            c2.next(&Changes { joins: vec![id(2, 2)], ..Changes::default() }).unwrap(),
+        ] {
+            let ring = cache.ring(&other);
+            assert!(!Arc::ptr_eq(&a, &ring), "{other:?}");
+            assert_eq!(ring.members(), other.ring().members());
+            assert_eq!(ring.vnodes(), other.vnodes);
+        }
+        // Rings nobody holds are forgotten.
+        drop(a);
+        let _kept = cache.ring(&c1);
+        assert_eq!(cache.alive(), 1);
+    }
+
+    #[test]
+    fn a_ring_cache_takes_a_ring_only_if_its_input_is_equal() {
+        let c = Configuration::first(7, id(1, 1), 16, 3);
+        let other = Configuration::first(7, id(2, 1), 16, 3);
+        let cache = RingCache::new();
+        let wrong = cache.ring(&other);
+        // Plant the other ring under this configuration's digest, as a
+        // digest collision would.
+        let members = dedupe_members(c.members.iter().map(|m| m.id.clone()));
+        let key = ring_input_digest(&members, c.vnodes);
+        cache.rings.lock().unwrap().entry(key).or_default().insert(0, Arc::downgrade(&wrong));
+        let ring = cache.ring(&c);
+        assert!(!Arc::ptr_eq(&ring, &wrong));
+        assert_eq!(ring.members(), [id(1, 1)]);
+        // Both stay findable.
+        assert!(Arc::ptr_eq(&ring, &cache.ring(&c)));
+        assert!(Arc::ptr_eq(&wrong, &cache.ring(&other)));
     }
 
     #[test]

@@ -486,7 +486,7 @@ impl Ring {
 
 /// One identity per address, the highest (incarnation, then name), sorted by
 /// address.
-fn dedupe_members(members: impl IntoIterator<Item = NodeId>) -> Vec<NodeId> {
+pub(super) fn dedupe_members(members: impl IntoIterator<Item = NodeId>) -> Vec<NodeId> {
     let mut all: Vec<NodeId> = members.into_iter().collect();
     // NodeId orders by (addr, incarnation, name): the last of each address wins.
     all.sort();

@@ -784,7 +784,7 @@ impl EpochStore {
         bytes: &[u8],
         now: Instant,
     ) -> Result<(), String> {
-        let msg = RaftMessage::parse_from_bytes(bytes).map_err(|e| format!("bad Raft message: {e}"))?;
+        let msg: RaftMessage = super::wire::decode_protobuf(bytes).map_err(|e| format!("bad Raft message: {e}"))?;
         if msg.to != raft_id(&self.me) {
             let Some(raft) = self.retiring.iter_mut().find(|r| r.id() == msg.to) else {
                 return Err(format!("Raft message for peer {:x}, not this life", msg.to));

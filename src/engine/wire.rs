@@ -10,7 +10,10 @@
 //!   [`KIND_MESSAGE`] (a [`Message`] encoded with rmp-serde).
 //!
 //! Decoding never panics: every malformed, truncated, oversized or
-//! unknown-version input is a [`WireError`].
+//! unknown-version input is a [`WireError`]. What decodes is also checked
+//! for range where a peer could ask too much of the receiver: a
+//! configuration must be well formed, and a handoff ([`Transfer`]) must keep
+//! the bounds and orders its sender keeps ([`Transfer::validate`]).
 
 use std::net::SocketAddr;
 
@@ -18,7 +21,11 @@ use serde::{Deserialize, Serialize};
 
 use super::id::NodeId;
 use super::ring::Span;
-use super::task::{Outcome, Task, Token};
+use super::task::{
+    DEDUP_PER_RESOURCE_MAX, FORGOTTEN_PER_RESOURCE_MAX, Outcome, QUEUED_BYTES_PER_RESOURCE_MAX,
+    QUEUED_PER_RESOURCE_MAX, RESOURCE_LEN_MAX, TASK_ID_LEN_MAX, TOKEN_EPOCHS_PER_RESOURCE_MAX, Task, Token,
+    WAITERS_PER_TASK_MAX,
+};
 
 /// The protocol version this build speaks. The first byte of every datagram
 /// and frame.
@@ -65,6 +72,10 @@ pub enum WireError {
     /// The body does not decode as a [`Message`].
     #[error("malformed message: {0}")]
     Malformed(String),
+    /// The message decodes, but out of range: a configuration that is not
+    /// well formed, or a handoff past its bounds.
+    #[error("invalid message: {0}")]
+    Invalid(String),
 }
 
 /// A decoded frame.
@@ -89,9 +100,9 @@ pub enum Message {
     /// Node to node: "here is my membership state; send me yours". Sent on
     /// joining and every `sync_period`, so views that gossip left behind
     /// (a member nobody told this node about) converge.
-    SyncRequest(Vec<SyncMember>),
+    SyncRequest(#[serde(deserialize_with = "bounded_list")] Vec<SyncMember>),
     /// The answer to a [`Message::SyncRequest`]: the answerer's state.
-    SyncResponse(Vec<SyncMember>),
+    SyncResponse(#[serde(deserialize_with = "bounded_list")] Vec<SyncMember>),
     /// A Raft message between voters of the epoch store.
     Raft {
         /// The Raft id of the group's founding voter (every voter starts
@@ -205,8 +216,10 @@ pub struct Transfer {
     /// The epoch whose ring gives these parts to the receiver.
     pub epoch: u64,
     /// The parts of the hash space.
+    #[serde(deserialize_with = "bounded_list")]
     pub spans: Vec<Span>,
     /// Every resource in `spans` that has state.
+    #[serde(deserialize_with = "bounded_list")]
     pub resources: Vec<ResourceState>,
 }
 
@@ -223,19 +236,135 @@ pub struct ResourceState {
     /// never go below it.
     pub token_floor: u64,
     /// Accepted tasks that have not run, in sequence order.
+    #[serde(deserialize_with = "bounded_list")]
     pub pending: Vec<PendingTask>,
     /// Recent task ids, oldest first: `(id, seq, epoch of the token it ran
     /// with, 0 until it ran)`.
+    #[serde(deserialize_with = "bounded_list")]
     pub dedup: Vec<(String, u64, u64)>,
     /// The epochs of the tokens the resource's tasks ran with, as steps
     /// `(first seq, epoch)`, oldest first: the token of a task whose id was
     /// forgotten.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded_list")]
     pub token_epochs: Vec<(u64, u64)>,
     /// Executed tasks older than `dedup`, oldest first: `(hash of the task
     /// id, seq)` (see [`crate::engine::task::FORGOTTEN_PER_RESOURCE_MAX`]).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded_list")]
     pub forgotten: Vec<(u64, u64)>,
+}
+
+impl Transfer {
+    /// Checks a transfer from a peer against what a sender keeps: its parts
+    /// are disjoint arcs, its resources distinct and each within its bounds
+    /// ([`ResourceState::validate`]). A transfer failing this is refused
+    /// whole, at decode: taking part of it could overlap pieces or break the
+    /// order tasks run in.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut spans = self.spans.clone();
+        spans.sort_unstable_by_key(|s| s.end);
+        // Sorted by end, arcs are disjoint when each misses the next one
+        // and the last misses the first (a wrapping arc sorts first).
+        let overlap = |a: &Span, b: &Span| a.contains(b.end) || b.contains(a.end);
+        let clash = spans.windows(2).find(|w| overlap(&w[0], &w[1])).map(|w| (w[0], w[1])).or_else(|| {
+            let (first, last) = (spans.first()?, spans.last()?);
+            (spans.len() > 1 && overlap(first, last)).then_some((*first, *last))
+        });
+        if let Some((a, b)) = clash {
+            return Err(format!("transfer {}: parts {a} and {b} overlap", self.id));
+        }
+        let mut names: Vec<&str> = self.resources.iter().map(|r| r.resource.as_str()).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(format!("transfer {}: resource {:?} twice", self.id, w[0]));
+        }
+        for state in &self.resources {
+            state.validate().map_err(|e| format!("transfer {}: {e}", self.id))?;
+        }
+        Ok(())
+    }
+}
+
+impl ResourceState {
+    /// Checks one resource's state from a peer against the bounds and orders
+    /// custody keeps for it: a valid name; `executed <= last_seq`; the
+    /// pending tasks valid, of this resource, numbered `executed + 1`
+    /// onwards without a gap (the order they run in), within the queue's
+    /// bounds ([`QUEUED_PER_RESOURCE_MAX`] tasks,
+    /// [`QUEUED_BYTES_PER_RESOURCE_MAX`] bytes) and with at most
+    /// [`WAITERS_PER_TASK_MAX`] waiters each; the task ids in sequence
+    /// order, at most [`DEDUP_PER_RESOURCE_MAX`] more than the queue's bound;
+    /// token epochs in sequence order, at most
+    /// [`TOKEN_EPOCHS_PER_RESOURCE_MAX`]; at most
+    /// [`FORGOTTEN_PER_RESOURCE_MAX`] forgotten ids.
+    pub fn validate(&self) -> Result<(), String> {
+        let name = &self.resource;
+        if name.is_empty() || name.len() > RESOURCE_LEN_MAX {
+            return Err(format!("a resource name of {} bytes (1 to {RESOURCE_LEN_MAX} are allowed)", name.len()));
+        }
+        if self.executed > self.last_seq {
+            return Err(format!("{name:?}: executed {} past its last number {}", self.executed, self.last_seq));
+        }
+        if self.pending.len() > QUEUED_PER_RESOURCE_MAX {
+            return Err(format!("{name:?}: {} pending tasks (at most {QUEUED_PER_RESOURCE_MAX})", self.pending.len()));
+        }
+        let mut bytes = 0usize;
+        for (i, p) in self.pending.iter().enumerate() {
+            p.task.validate().map_err(|e| format!("{name:?}: pending task {}: {e}", p.seq))?;
+            if p.task.resource != *name {
+                return Err(format!("{name:?}: pending task {} is of {:?}", p.seq, p.task.resource));
+            }
+            let expected = (i as u64).checked_add(self.executed).and_then(|n| n.checked_add(1));
+            if expected != Some(p.seq) || p.seq > self.last_seq {
+                return Err(format!(
+                    "{name:?}: pending task {} out of order (executed {}, last {})",
+                    p.seq, self.executed, self.last_seq
+                ));
+            }
+            if p.waiters.len() > WAITERS_PER_TASK_MAX {
+                return Err(format!("{name:?}: task {} has {} waiters", p.seq, p.waiters.len()));
+            }
+            bytes += p.task.weight();
+        }
+        if bytes > QUEUED_BYTES_PER_RESOURCE_MAX {
+            return Err(format!("{name:?}: {bytes} bytes pending (at most {QUEUED_BYTES_PER_RESOURCE_MAX})"));
+        }
+        if self.dedup.len() > DEDUP_PER_RESOURCE_MAX + QUEUED_PER_RESOURCE_MAX {
+            return Err(format!("{name:?}: {} task ids", self.dedup.len()));
+        }
+        if let Some((id, _, _)) = self.dedup.iter().find(|(id, _, _)| id.is_empty() || id.len() > TASK_ID_LEN_MAX) {
+            return Err(format!("{name:?}: a task id of {} bytes", id.len()));
+        }
+        if self.dedup.windows(2).any(|w| w[0].1 >= w[1].1) || self.dedup.last().is_some_and(|d| d.1 > self.last_seq) {
+            return Err(format!("{name:?}: task ids out of sequence order"));
+        }
+        if self.token_epochs.len() > TOKEN_EPOCHS_PER_RESOURCE_MAX {
+            return Err(format!("{name:?}: {} token epochs", self.token_epochs.len()));
+        }
+        if self.token_epochs.windows(2).any(|w| w[0].0 > w[1].0) {
+            return Err(format!("{name:?}: token epochs out of sequence order"));
+        }
+        if self.forgotten.len() > FORGOTTEN_PER_RESOURCE_MAX {
+            return Err(format!("{name:?}: {} forgotten task ids", self.forgotten.len()));
+        }
+        Ok(())
+    }
+}
+
+impl Message {
+    /// Checks what a peer could send out of range (see the module docs).
+    fn validate(&self) -> Result<(), WireError> {
+        match self {
+            Message::Epoch(EpochMsg::Config(config)) if !config.is_well_formed() => Err(WireError::Invalid(format!(
+                "configuration of epoch {} is not well formed ({} members, {} points each, {} replicas)",
+                config.epoch,
+                config.members.len(),
+                config.vnodes,
+                config.replication
+            ))),
+            Message::Task(TaskMsg::Transfer(t)) => t.validate().map_err(WireError::Invalid),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// An accepted task waiting to run.
@@ -248,6 +377,7 @@ pub struct PendingTask {
     /// Executions started so far.
     pub attempts: u32,
     /// Gateways waiting for its outcome.
+    #[serde(deserialize_with = "bounded_list")]
     pub waiters: Vec<Waiter>,
 }
 
@@ -285,6 +415,7 @@ pub enum EpochMsg {
         /// The leader's address.
         leader: SocketAddr,
         /// The voters' addresses.
+        #[serde(deserialize_with = "bounded_list")]
         voters: Vec<SocketAddr>,
     },
     /// "I am not the leader; try this one."
@@ -368,7 +499,7 @@ pub enum Request {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
     /// The node's membership view, itself included, sorted by address.
-    Members(Vec<MemberInfo>),
+    Members(#[serde(deserialize_with = "bounded_list")] Vec<MemberInfo>),
     /// The node is leaving.
     Leaving,
     /// The node's epoch-store view.
@@ -436,12 +567,14 @@ pub struct StatusInfo {
     /// The epoch-store leader's name, if known.
     pub leader: Option<String>,
     /// The voters' names.
+    #[serde(deserialize_with = "bounded_list")]
     pub voters: Vec<String>,
     /// How long this node may still act as custodian, in milliseconds: its
     /// lease end minus now minus the longest task (`d_max`); 0 if it may
     /// not.
     pub lease_remaining_ms: u64,
     /// The members of the latest configuration.
+    #[serde(deserialize_with = "bounded_list")]
     pub members: Vec<StatusMember>,
     /// Custody at this node.
     pub custody: CustodyInfo,
@@ -491,6 +624,7 @@ pub struct OwnerInfo {
     pub addr: SocketAddr,
     /// The range's replicas (k distinct members clockwise, custodian first),
     /// by name.
+    #[serde(deserialize_with = "bounded_list")]
     pub replicas: Vec<String>,
 }
 
@@ -597,17 +731,21 @@ pub fn decode_frame(frame: &[u8]) -> Result<Frame<'_>, WireError> {
         KIND_MESSAGE => {
             // Membership syncs carry whole member lists: read them directly
             // when they are encoded as this crate encodes them.
-            if let Some(message) = fast::message(body) {
-                return Ok(Frame::Message(message));
-            }
-            let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(body));
-            let message = Message::deserialize(&mut de).map_err(|e| WireError::Malformed(e.to_string()))?;
-            if de.position() != body.len() as u64 {
-                return Err(WireError::Malformed(format!(
-                    "{} trailing bytes after the message",
-                    body.len() as u64 - de.position()
-                )));
-            }
+            let message = match fast::message(body) {
+                Some(message) => message,
+                None => {
+                    let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(body));
+                    let message = Message::deserialize(&mut de).map_err(|e| WireError::Malformed(e.to_string()))?;
+                    if de.position() != body.len() as u64 {
+                        return Err(WireError::Malformed(format!(
+                            "{} trailing bytes after the message",
+                            body.len() as u64 - de.position()
+                        )));
+                    }
+                    message
+                }
+            };
+            message.validate()?;
             Ok(Frame::Message(message))
         }
         other => Err(WireError::UnknownKind(other)),
@@ -837,6 +975,62 @@ fn check_len(len: usize) -> Result<(), WireError> {
     Ok(())
 }
 
+/// Parses a protobuf message from a peer (a Raft message), reserving no
+/// more than the input holds.
+///
+/// protobuf's own `parse_from_bytes` sets no limit on its input, and checks
+/// a claimed length against the limit before reading: an unknown field
+/// claiming 10 MB reserves 10 MB, and its reader of a plain slice reserves a
+/// `bytes` field's claimed length (up to 10 MB) before anything else. Here
+/// the input is a shared buffer (a `bytes` field is checked, then shares
+/// it, uncopied) and the limit is the input's length.
+pub fn decode_protobuf<M: protobuf::Message>(bytes: &[u8]) -> protobuf::ProtobufResult<M> {
+    let shared = bytes::Bytes::copy_from_slice(bytes);
+    let mut input = protobuf::CodedInputStream::from_carllerche_bytes(&shared);
+    input.push_limit(bytes.len() as u64)?;
+    let message = M::parse_from(&mut input)?;
+    input.check_eof()?;
+    Ok(message)
+}
+
+/// Most bytes a list decoded from a peer reserves before its items arrive.
+pub const LIST_PREALLOC_BYTES_MAX: usize = 4096;
+
+/// Decodes a list from a peer as its items arrive: whatever count the peer
+/// claims, at most [`LIST_PREALLOC_BYTES_MAX`] bytes are reserved up front
+/// (serde's own `Vec` reserves up to 1 MiB per list from the claim, so a
+/// few bytes claiming long nested lists would take megabytes). The heap a
+/// message takes thus follows what it holds, not what it says it holds.
+pub(crate) fn bounded_list<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Items<T>(std::marker::PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Items<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a list")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let fits = LIST_PREALLOC_BYTES_MAX / std::mem::size_of::<T>().max(1);
+            let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(fits));
+            while let Some(item) = seq.next_element()? {
+                items.push(item);
+            }
+            Ok(items)
+        }
+    }
+
+    d.deserialize_seq(Items(std::marker::PhantomData))
+}
+
+#[cfg(test)]
+mod fuzz;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -915,7 +1109,7 @@ mod tests {
                     prop_assert_eq!(encode_message(&m).unwrap(), frame);
                 }
                 Ok(other) => prop_assert!(false, "a message frame decoded as {:?}", other),
-                Err(WireError::Malformed(_)) => {}
+                Err(WireError::Malformed(_) | WireError::Invalid(_)) => {}
                 Err(e) => prop_assert!(false, "unexpected error {:?}", e),
             }
         }
@@ -1051,6 +1245,116 @@ mod tests {
         assert_eq!(decode_frame(&[PROTOCOL_VERSION, 77, 0]), Err(WireError::UnknownKind(77)));
         assert_eq!(decode_frame(&[PROTOCOL_VERSION]), Err(WireError::Truncated));
         assert_eq!(decode_frame(&[]), Err(WireError::Empty));
+    }
+
+    fn resource(name: &str, executed: u64, pending: u64) -> ResourceState {
+        let pending = (executed + 1..=executed + pending)
+            .map(|seq| PendingTask {
+                seq,
+                task: Task { id: format!("t{seq}"), resource: name.into(), payload: vec![1, 2] },
+                attempts: 0,
+                waiters: vec![Waiter { gateway: "127.0.0.1:7001".parse().unwrap(), req: seq }],
+            })
+            .collect::<Vec<_>>();
+        let last_seq = executed + pending.len() as u64;
+        ResourceState {
+            resource: name.into(),
+            last_seq,
+            executed,
+            token_floor: 3,
+            dedup: (1..=last_seq).map(|seq| (format!("t{seq}"), seq, if seq <= executed { 3 } else { 0 })).collect(),
+            pending,
+            token_epochs: vec![(1, 2), (4, 3)],
+            forgotten: vec![(99, 1)],
+        }
+    }
+
+    fn transfer(spans: Vec<Span>, resources: Vec<ResourceState>) -> Transfer {
+        Transfer { id: 7, from_incarnation: 1, to_incarnation: 1, epoch: 4, spans, resources }
+    }
+
+    fn transfer_frame(t: Transfer) -> Vec<u8> {
+        encode_message(&Message::Task(TaskMsg::Transfer(t))).unwrap()
+    }
+
+    #[test]
+    fn a_transfer_as_a_sender_makes_it_decodes() {
+        let spans =
+            vec![Span { start: 10, end: 20 }, Span { start: u64::MAX - 5, end: 3 }, Span { start: 20, end: 30 }];
+        let t = transfer(spans, vec![resource("a", 5, 3), resource("b", 0, 0), resource("c", 2, 0)]);
+        assert_eq!(t.validate(), Ok(()));
+        let frame = transfer_frame(t.clone());
+        assert_eq!(decode_frame(&frame), Ok(Frame::Message(Message::Task(TaskMsg::Transfer(t)))));
+        // The whole circle alone.
+        assert_eq!(transfer(vec![Span { start: 9, end: 9 }], vec![]).validate(), Ok(()));
+    }
+
+    #[test]
+    fn a_transfer_past_its_bounds_or_out_of_order_is_refused_at_decode() {
+        let ok = || transfer(vec![Span { start: 10, end: 20 }], vec![resource("a", 5, 3)]);
+        let with = |edit: &dyn Fn(&mut ResourceState)| {
+            let mut t = ok();
+            edit(&mut t.resources[0]);
+            t
+        };
+        let cases: Vec<(&str, Transfer)> = vec![
+            ("overlap", transfer(vec![Span { start: 10, end: 20 }, Span { start: 15, end: 25 }], vec![])),
+            ("overlap", transfer(vec![Span { start: 10, end: 20 }, Span { start: 10, end: 20 }], vec![])),
+            ("overlap", transfer(vec![Span { start: 5, end: 5 }, Span { start: 10, end: 20 }], vec![])),
+            ("overlap", transfer(vec![Span { start: 30, end: 15 }, Span { start: 10, end: 20 }], vec![])),
+            ("twice", transfer(vec![Span { start: 10, end: 20 }], vec![resource("a", 0, 0), resource("a", 0, 0)])),
+            ("resource name", with(&|r| r.resource.clear())),
+            ("resource name", with(&|r| r.resource = "r".repeat(RESOURCE_LEN_MAX + 1))),
+            ("executed", with(&|r| r.executed = r.last_seq + 1)),
+            ("out of order", with(&|r| r.pending.swap(0, 1))),
+            ("out of order", with(&|r| r.pending[0].seq = r.executed)),
+            ("out of order", with(&|r| r.last_seq -= 1)),
+            ("is of", with(&|r| r.pending[0].task.resource = "b".into())),
+            ("task id", with(&|r| r.pending[0].task.id.clear())),
+            ("waiters", with(&|r| r.pending[0].waiters = vec![r.pending[0].waiters[0]; WAITERS_PER_TASK_MAX + 1])),
+            ("pending tasks", with(&|r| r.pending = vec![r.pending[0].clone(); QUEUED_PER_RESOURCE_MAX + 1])),
+            ("bytes pending", {
+                let mut t = transfer(vec![Span { start: 10, end: 20 }], vec![resource("a", 5, 9)]);
+                for p in &mut t.resources[0].pending {
+                    p.task.payload = vec![0; crate::engine::task::PAYLOAD_LEN_MAX];
+                }
+                t
+            }),
+            (
+                "task ids",
+                with(&|r| r.dedup = vec![("t".into(), 1, 0); DEDUP_PER_RESOURCE_MAX + QUEUED_PER_RESOURCE_MAX + 1]),
+            ),
+            ("task id of", with(&|r| r.dedup[0].0 = "x".repeat(TASK_ID_LEN_MAX + 1))),
+            ("sequence order", with(&|r| r.dedup.swap(0, 1))),
+            ("sequence order", with(&|r| r.dedup.push(("late".into(), r.last_seq + 1, 0)))),
+            ("token epochs", with(&|r| r.token_epochs = vec![(1, 1); TOKEN_EPOCHS_PER_RESOURCE_MAX + 1])),
+            ("token epochs out", with(&|r| r.token_epochs.swap(0, 1))),
+            ("forgotten", with(&|r| r.forgotten = vec![(1, 1); FORGOTTEN_PER_RESOURCE_MAX + 1])),
+        ];
+        assert_eq!(ok().validate(), Ok(()));
+        for (what, t) in cases {
+            let err = t.validate().unwrap_err();
+            assert!(err.contains(what), "{what}: {err}");
+            match decode_frame(&transfer_frame(t)) {
+                Err(WireError::Invalid(e)) => assert_eq!(e, err),
+                other => panic!("{what}: decoded as {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_configuration_out_of_range_is_refused_at_decode() {
+        use super::super::epoch::Configuration;
+        let id = NodeId::new("127.0.0.1:7001".parse().unwrap(), 1, "a");
+        let good = Configuration::first(1, id, 128, 3);
+        let frame = encode_message(&Message::Epoch(EpochMsg::Config(good.clone()))).unwrap();
+        assert_eq!(decode_frame(&frame), Ok(Frame::Message(Message::Epoch(EpochMsg::Config(good.clone())))));
+        for bad in [Configuration { vnodes: 0, ..good.clone() }, Configuration { epoch: 0, ..good.clone() }] {
+            // Through the direct reader and through rmp-serde alike.
+            let frame = encode_message(&Message::Epoch(EpochMsg::Config(bad.clone()))).unwrap();
+            assert!(fast::message(&frame[2..]).is_some());
+            assert!(matches!(decode_frame(&frame), Err(WireError::Invalid(_))), "{bad:?}");
+        }
     }
 
     #[test]

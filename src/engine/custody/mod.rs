@@ -41,7 +41,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::ClientId;
-use super::epoch::Configuration;
+use super::epoch::{Configuration, RingCache};
 use super::id::NodeId;
 use super::ring::{RangeId, Ring, Span};
 use super::task::{
@@ -298,6 +298,9 @@ pub(crate) struct Custody {
     /// The latest configuration's epoch and ring.
     epoch: u64,
     ring: Option<Arc<Ring>>,
+    /// Where rings come from: this node's own cache, or one shared with
+    /// other nodes of the process.
+    rings: RingCache,
     /// Pieces held, by the end point of their span.
     pieces: BTreeMap<u64, Piece>,
     resources: BTreeMap<Key, Res>,
@@ -326,6 +329,7 @@ impl Custody {
             workers,
             epoch: 0,
             ring: None,
+            rings: RingCache::default(),
             pieces: BTreeMap::new(),
             resources: BTreeMap::new(),
             queued_total: 0,
@@ -354,6 +358,11 @@ impl Custody {
     /// The latest epoch custody acts on.
     pub(crate) fn epoch(&self) -> u64 {
         self.epoch
+    }
+
+    /// Builds rings through `rings` from now on.
+    pub(crate) fn share_rings(&mut self, rings: RingCache) {
+        self.rings = rings;
     }
 
     /// The ring of the latest epoch.
@@ -385,7 +394,7 @@ impl Custody {
         }
         let first = self.epoch == 0;
         self.epoch = config.epoch;
-        self.ring = Some(config.shared_ring());
+        self.ring = Some(self.rings.ring(config));
         // The founder's first configuration: custody of the whole circle.
         if first && config.epoch == 1 && config.contains(&self.me) && self.pieces.is_empty() {
             let span = Span { start: 0, end: 0 };
