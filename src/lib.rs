@@ -66,6 +66,12 @@
 //! ## Layers
 //! - [`engine`]: the whole protocol as a deterministic state machine.
 //! - [`runtime`]: the tokio + quinn driver and the public [`Cluster`] handle.
+//!
+//! ## Features
+//! - `cli` (default): builds the `custody` binary, with the crates only it
+//!   uses (clap, anyhow, serde_json, tracing-subscriber, indicatif, rustix).
+//!   The library needs none of them; an application that embeds custody
+//!   turns it off: `custody = { version = "0.1", default-features = false }`.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

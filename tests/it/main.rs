@@ -6,6 +6,8 @@
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 mod cluster;
+// The `custody` binary is built with the `cli` feature only.
+#[cfg(feature = "cli")]
 mod process;
 mod tasks;
 mod util;

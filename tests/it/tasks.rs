@@ -9,7 +9,12 @@ use custody::engine::{Outcome, Task, Token};
 use custody::runtime::{ExecCtx, Handler};
 use custody::{Cluster, Config, Error};
 
-use crate::util::wait_for;
+use crate::util::{formation, leave_bound, limit, wait_for};
+
+/// The timings the nodes of these tests run with.
+fn config() -> Config {
+    Config::fast()
+}
 
 /// One execution as the handler saw it.
 #[derive(Debug, Clone)]
@@ -45,7 +50,7 @@ async fn start(name: &str, seeds: &[SocketAddr], recorder: &Recorder) -> Cluster
         .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
         .name(name)
         .join(seeds.iter().copied())
-        .config(Config::fast())
+        .config(config())
         .handler(recorder.clone())
         .start()
         .await
@@ -55,7 +60,7 @@ async fn start(name: &str, seeds: &[SocketAddr], recorder: &Recorder) -> Cluster
 /// Waits until every node knows one configuration of `members` members and
 /// holds a lease.
 async fn formed(nodes: &[Cluster], members: usize) {
-    wait_for(Duration::from_secs(15), "one configuration with every node", || {
+    wait_for(limit(formation(&config(), members)), "one configuration with every node", || {
         let nodes = nodes.to_vec();
         async move {
             let mut epochs = Vec::new();
@@ -72,9 +77,14 @@ async fn formed(nodes: &[Cluster], members: usize) {
 
 /// Submits `task` through the live gateways until it has run, retrying
 /// (with the same id: the retry is the same task) when the answer is busy,
-/// unavailable, or the gateway stopped.
+/// unavailable, or the gateway stopped. Gives up once a whole graceful leave
+/// could have passed, generously: no range stays unavailable longer.
 async fn run_to_completion(gateways: Arc<Mutex<Vec<Cluster>>>, first: usize, task: Task) -> Token {
-    for attempt in first..first + 200 {
+    let give_up = Instant::now() + limit(leave_bound(&config()));
+    for attempt in first.. {
+        if Instant::now() > give_up {
+            break;
+        }
         let gateway = {
             let live = gateways.lock().unwrap();
             live[attempt % live.len()].clone()
@@ -87,7 +97,7 @@ async fn run_to_completion(gateways: Arc<Mutex<Vec<Cluster>>>, first: usize, tas
             Err(e) => panic!("task {}: {e}", task.id),
         }
     }
-    panic!("task {} never completed", task.id)
+    panic!("task {} did not complete within {:?}", task.id, limit(leave_bound(&config())))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,7 +144,7 @@ async fn ten_thousand_tasks_run_once_each_in_order_across_a_join_and_a_graceful_
         done.expect("no panic");
     }
     let took = began.elapsed();
-    tokio::time::timeout(Duration::from_secs(30), leaver.stopped()).await.expect("the leaver stopped");
+    tokio::time::timeout(limit(leave_bound(&config())), leaver.stopped()).await.expect("the leaver stopped");
 
     let runs = recorder.runs.lock().unwrap().clone();
     // Every task ran exactly once.
@@ -195,13 +205,18 @@ impl Handler for PanicsOnRequest {
 }
 
 /// `submit_and_wait`, failing the test if it does not answer well within
-/// the task deadline's multiple (a wedged resource never answers).
+/// a multiple of the task deadline (a wedged resource never answers): eight
+/// executions to their deadline one after another, more than any resource
+/// here queues.
 async fn run_once(node: &Cluster, id: &str, resource: &str, payload: &str) -> custody::Completed {
     let task = Task { id: id.into(), resource: resource.into(), payload: payload.into() };
-    match tokio::time::timeout(Duration::from_secs(20), node.submit_and_wait(task)).await {
+    let within = limit(config().d_max * 8);
+    match tokio::time::timeout(within, node.submit_and_wait(task)).await {
         Ok(Ok(done)) => done,
         Ok(Err(e)) => panic!("task {id}: {e}"),
-        Err(_) => panic!("task {id} on {resource} got no answer within 20 s: its execution never reported an end"),
+        Err(_) => {
+            panic!("task {id} on {resource} got no answer within {within:?}: its execution never reported an end")
+        }
     }
 }
 
@@ -211,12 +226,12 @@ async fn a_panicking_handler_fails_its_task_and_frees_the_worker_and_the_resourc
     let node = Cluster::builder()
         .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
         .name("p")
-        .config(Config { workers: WORKERS, ..Config::fast() })
+        .config(Config { workers: WORKERS, ..config() })
         .handler(PanicsOnRequest)
         .start()
         .await
         .expect("node starts");
-    node.ready(Duration::from_secs(15)).await.expect("the node becomes a custodian");
+    node.ready(limit(formation(&config(), 1))).await.expect("the node becomes a custodian");
 
     // The panicking task completes as a failure carrying the panic's message.
     let done = run_once(&node, "bad-1", "acct", "panic").await;
@@ -246,7 +261,7 @@ async fn a_panicking_handler_fails_its_task_and_frees_the_worker_and_the_resourc
     }
 
     // Nothing is left queued or running.
-    wait_for(Duration::from_secs(5), "no task queued or running", || async {
+    wait_for(limit(config().d_max), "no task queued or running", || async {
         let status = node.status().await.ok()?;
         (status.custody.tasks_queued == 0 && status.custody.tasks_running == 0).then_some(())
     })
