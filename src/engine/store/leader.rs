@@ -306,7 +306,7 @@ impl EpochStore {
             for read in self.leadership.reads.take_all() {
                 let PendingRead { from, seq, .. } = read;
                 let leader = self.lease.leader;
-                self.reply(from, EpochMsg::NotLeader { seq, leader }, now);
+                self.reply(from, EpochMsg::NotLeader { seq, leader });
             }
             self.leadership = Leadership::default();
         }

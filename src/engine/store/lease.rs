@@ -123,7 +123,7 @@ impl EpochStore {
         }
         self.stats.lease_requests += 1;
         let msg = EpochMsg::LeaseRequest { id: self.me.clone(), seq: self.lease.seq, member_of: self.life.member_of };
-        self.reply(target, msg, now);
+        self.reply(target, msg);
     }
 
     /// A lease request, from the requester or forwarded by a node that is
@@ -144,13 +144,13 @@ impl EpochStore {
                 Some(leader) if from == id.addr && leader != from && leader != self.me.addr => {
                     self.send(leader, EpochMsg::LeaseRequest { id, seq, member_of });
                 }
-                leader => self.reply(from, EpochMsg::NotLeader { seq, leader }, now),
+                leader => self.reply(from, EpochMsg::NotLeader { seq, leader }),
             }
             return;
         }
         if self.leadership.reads.waiting() >= LEASE_READS_MAX {
             let leader = self.lease.leader;
-            self.reply(from, EpochMsg::NotLeader { seq, leader }, now);
+            self.reply(from, EpochMsg::NotLeader { seq, leader });
             return;
         }
         self.leadership.reads.queued.push(PendingRead { from, id, seq, member_of });
@@ -255,7 +255,7 @@ impl EpochStore {
                     self.learned.latest.as_ref().map(|c| (c.epoch, self.learned.latest_hash, c.contains(&read.id)))
                 else {
                     let leader = self.lease.leader;
-                    self.reply(read.from, EpochMsg::NotLeader { seq: read.seq, leader }, now);
+                    self.reply(read.from, EpochMsg::NotLeader { seq: read.seq, leader });
                     continue;
                 };
                 let status = if contains {
@@ -276,7 +276,7 @@ impl EpochStore {
                 };
                 // To the requester itself, which may have come through another
                 // node.
-                self.reply(read.id.addr, grant, now);
+                self.reply(read.id.addr, grant);
             }
         }
     }

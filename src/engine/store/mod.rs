@@ -29,6 +29,12 @@
 //! epoch's changes, proposals, the voter set); `chain` holds the latest
 //! configuration learned (heard, fetched, learned); `slog_bridge` forwards
 //! raft-rs's logs.
+//!
+//! A message this node addresses to itself (its own lease request, when it
+//! leads or thinks it does, and the answer to it) does not re-enter the
+//! store: it waits in a small queue, handled once the input that raised it
+//! is done (after each timer's work, for a timeout), so no handler runs
+//! inside another.
 
 mod chain;
 mod consensus;
@@ -38,7 +44,7 @@ mod slog_bridge;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 
@@ -60,6 +66,11 @@ pub use lease::LEASE_READS_MAX;
 
 /// Configurations a voter keeps for answering fetches and checks.
 pub const CHAIN_KEPT_MAX: usize = 64;
+/// Messages to this node itself waiting for the end of an input. One input
+/// raises a few (a lease request and its answer, the answers of a deposed
+/// leader to its own pending reads); past it, more are dropped (a lease
+/// request without an answer is retried at the next renewal).
+const SELF_MESSAGES_MAX: usize = 64;
 
 /// What the store asks the node to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,6 +195,9 @@ pub(crate) struct EpochStore {
     life: Life,
     view: SwimView,
     leadership: Leadership,
+    /// Messages to this node itself, handled at the end of the input that
+    /// sent them (see [`EpochStore::settle`]).
+    to_self: VecDeque<EpochMsg>,
     outputs: Vec<StoreOutput>,
     stats: StoreStats,
 }
@@ -204,12 +218,14 @@ impl EpochStore {
             life: Life::default(),
             view,
             leadership: Leadership::default(),
+            to_self: VecDeque::new(),
             outputs: Vec::new(),
             stats: StoreStats::default(),
         }
     }
 
     pub(crate) fn drain(&mut self) -> std::vec::Drain<'_, StoreOutput> {
+        debug_assert!(self.to_self.is_empty(), "an input left messages to this node itself unhandled");
         self.outputs.drain(..)
     }
 
@@ -295,6 +311,7 @@ impl EpochStore {
         self.process_ready(now);
         self.lead(now);
         self.process_ready(now);
+        self.settle(now);
     }
 
     /// A change in this node's SWIM view. SWIM identities carry a
@@ -317,6 +334,7 @@ impl EpochStore {
             self.view.down.insert(life);
             self.send_votes(now);
         }
+        self.settle(now);
     }
 
     /// This node starts a new life (the store removed the old one): it is a
@@ -343,6 +361,7 @@ impl EpochStore {
     pub(crate) fn request_leave(&mut self, now: Instant) {
         self.life.leaving = true;
         self.send_leave(now);
+        self.settle(now);
     }
 
     /// This leaving node handed off everything it held: ask for its removal.
@@ -351,6 +370,7 @@ impl EpochStore {
             self.life.handed_off = true;
             self.send_leave(now);
         }
+        self.settle(now);
     }
 
     fn send_leave(&mut self, now: Instant) {
@@ -390,6 +410,12 @@ impl EpochStore {
         self.on_heard(epoch, hash, from, now);
     }
 
+    /// The timers that are due. Each one's work is settled before the
+    /// next's: a grant to this node's own request (answered at a tick)
+    /// counts before the renewal decides whether its leader still answers,
+    /// and the answer to its own renewal before it sends votes and leave
+    /// requests (a redirect from itself clears a leader it only thought it
+    /// was, so they do not go to its own address).
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
         if self.consensus.next_tick.is_some_and(|t| t <= now) {
             self.tick_raft(now);
@@ -398,14 +424,17 @@ impl EpochStore {
                 self.start_read(now);
             }
             self.process_ready(now);
+            self.settle(now);
         }
         if self.lease.next_renew.is_some_and(|at| at <= now) {
             self.lease.next_renew = Some(now + self.cfg.lease_renew);
             self.renew_lease(now);
+            self.settle(now);
             self.send_votes(now);
             if self.life.leaving {
                 self.send_leave(now);
             }
+            self.settle(now);
         }
         self.retry_fetch(now);
     }
@@ -418,12 +447,25 @@ impl EpochStore {
         bytes: &[u8],
         now: Instant,
     ) -> Result<(), String> {
-        self.step_raft(from, origin, bytes, now)
+        let stepped = self.step_raft(from, origin, bytes, now);
+        self.settle(now);
+        stepped
     }
 
     /// An epoch-store message from a peer.
     pub(crate) fn handle_message(&mut self, from: SocketAddr, msg: EpochMsg, now: Instant) {
         self.on_message(from, msg, now);
+        self.settle(now);
+    }
+
+    /// Handles the messages this node sent itself, and those they raise, in
+    /// order: at the end of an input, never inside a handler.
+    fn settle(&mut self, now: Instant) {
+        // Ends: a lease request to itself raises at most an answer, and an
+        // answer raises nothing; the queue is bounded besides.
+        while let Some(msg) = self.to_self.pop_front() {
+            self.on_message(self.me.addr, msg, now);
+        }
     }
 
     /// An epoch-store message, from a peer or from this node to itself.
@@ -454,12 +496,15 @@ impl EpochStore {
         self.outputs.push(StoreOutput::Send(to, Message::Epoch(msg)));
     }
 
-    /// Sends `msg` to `to`, which may be this node itself.
-    fn reply(&mut self, to: SocketAddr, msg: EpochMsg, now: Instant) {
-        if to == self.me.addr {
-            self.on_message(to, msg, now);
-        } else {
+    /// Sends `msg` to `to`, which may be this node itself: then it waits
+    /// for the end of the input ([`EpochStore::settle`]).
+    fn reply(&mut self, to: SocketAddr, msg: EpochMsg) {
+        if to != self.me.addr {
             self.send(to, msg);
+        } else if self.to_self.len() < SELF_MESSAGES_MAX {
+            self.to_self.push_back(msg);
+        } else {
+            tracing::warn!(?msg, "too many messages to this node itself in one input; dropped");
         }
     }
 }

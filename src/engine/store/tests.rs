@@ -1,14 +1,14 @@
 //! The leader's decisions, case by case: which changes the evidence asks
 //! for ([`Leadership::wanted_changes`]) and which voter change comes next
-//! ([`voter_change`]).
+//! ([`voter_change`]); and messages to this node itself.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::SwimView;
 use super::consensus::Applied;
 use super::leader::{Evidence, Leadership, PeerHealth, VoterChange, VoterGroup, voter_change};
+use super::{EpochStore, StoreEvent, StoreOutput, SwimView};
 use crate::engine::config::Config;
 use crate::engine::epoch::{Changes, ConfigMember, Configuration, MemberStatus};
 use crate::engine::id::NodeId;
@@ -491,4 +491,27 @@ fn the_leader_changes_one_voter_at_a_time() {
         let got = voter_change(group, |id| peers.get(&id).copied().unwrap_or_default());
         assert_eq!(got, case.want, "{}", case.name);
     }
+}
+
+/// A lone voter asks itself for its lease: the request and the grant are
+/// messages to itself, handled in turn once the timeout's renewal is done,
+/// and the grant comes within that same input.
+#[test]
+fn a_lone_voter_grants_its_own_lease_within_one_input() {
+    let cfg = Config::fast();
+    let mut store = EpochStore::new(n(1), cfg.clone(), 7);
+    let start = Instant::from_micros(1_000_000);
+    store.bootstrap(start);
+    let events: Vec<StoreOutput> = store.drain().collect();
+    assert!(
+        events.contains(&StoreOutput::Event(StoreEvent::EpochCommitted { epoch: 1, hash: store.learned.latest_hash }))
+    );
+    assert!(store.is_leader() && store.is_member());
+    store.handle_timeout(start);
+    let outputs: Vec<StoreOutput> = store.drain().collect();
+    assert_eq!(outputs, vec![StoreOutput::Event(StoreEvent::LeaseRenewed { lease_end: start + cfg.lease })]);
+    assert_eq!(store.lease_end(), Some(start + cfg.lease));
+    assert_eq!(store.stats().lease_requests, 1);
+    assert_eq!(store.lease.answered, 1);
+    assert!(store.to_self.is_empty());
 }
