@@ -4,9 +4,12 @@
 //! * [`plan`]: a run as explicit data — nodes, network, clocks, faults,
 //!   expectations. `netsim replay PLAN.json` re-runs a plan exactly.
 //! * [`scenario`]: the catalogue; a scenario and a seed expand into a plan.
-//! * [`sim`]: the event loop, the network and clock models.
+//! * [`sim`]: the event loop, the network and clock models, the faults,
+//!   what it observes, and the report it assembles.
 //! * [`workload`]: the simulated clients and their tasks.
 //! * [`baseline`]: the per-task-locking baseline (`--mode lock`).
+//! * [`trace`]: what a run records (executions, tasks, frame and lock
+//!   counts), as plain data every other module reads; it depends on none.
 //! * [`checker`]: what the execution trace must show.
 //! * [`report`]: what a run measured and checked, as JSON.
 //! * [`metrics`]: custody against the baseline, measured alike; `compare`'s table and plot.
@@ -26,6 +29,7 @@ pub mod plan;
 pub mod report;
 pub mod scenario;
 pub mod sim;
+pub mod trace;
 pub mod workload;
 
 use plan::Plan;

@@ -19,12 +19,9 @@
 //!   lock, a free worker, a custodian or a handoff). A task never served
 //!   counts until the end of the run.
 
-use crate::baseline::LockCounts;
-use crate::checker::ExecRecord;
 use crate::plan::{Mode, Workload};
 use crate::report::{Check, ConsensusByKind, CoordinationByKind, Epochs, HotCold, ModeMetrics, P50P99, Ratios, Report};
-use crate::sim::FrameCounts;
-use crate::workload::TaskRecord;
+use crate::trace::{ExecRecord, FrameCounts, LockCounts, TaskRecord};
 
 /// What a run gives the metrics.
 pub struct MetricsInput<'a> {
@@ -502,7 +499,7 @@ pub fn plot(path: &std::path::Path, title: &str, series: &[(&str, &[(u64, u64)])
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workload::TaskStatus;
+    use crate::trace::TaskStatus;
     use custody::engine::Token;
 
     fn task(resource: u64, arrived: u64) -> TaskRecord {

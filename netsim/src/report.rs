@@ -243,7 +243,7 @@ pub struct Check {
     pub class: Option<String>,
 }
 
-/// One task invariant over one mode's trace (see [`crate::checker::invariants`]).
+/// One task invariant over one mode's trace (see [`crate::checker::invariants()`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Invariant {
     /// Its number in docs/design.md (section 12): `"I1"`, `"I2"`, `"I4"`, …
@@ -540,7 +540,7 @@ pub struct ModeMetrics {
     pub trace_hash: String,
     /// The baseline's own counters (reads, retries, sessions), in lock mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lock: Option<crate::baseline::LockCounts>,
+    pub lock: Option<crate::trace::LockCounts>,
     /// Cumulative consensus instances over tasks served, as `(tasks served,
     /// instances)` points (for `netsim compare --plot`; not in the JSON).
     #[serde(skip)]

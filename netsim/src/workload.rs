@@ -2,8 +2,8 @@
 //!
 //! Arrivals are generated one at a time, as they come due, so a workload of
 //! millions of tasks costs nothing up front. Every task keeps one record
-//! (its resource, its submits and how it ended), which the checker reads
-//! with the execution trace.
+//! ([`TaskRecord`]: its resource, its submits and how it ended), which the
+//! checker reads with the execution trace.
 //!
 //! A client sends one request at a time per task, each on a fresh client
 //! connection ([`ClientId`]). An answer that says "try again" (`Busy`,
@@ -23,28 +23,9 @@ use custody::engine::Token;
 use custody::engine::wire::{self, Frame, Message, Request, Response};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
-use serde::{Deserialize, Serialize};
 
 use crate::plan::{Arrivals, BACKLOG_BATCH, Distribution, ExecTime, Workload};
-
-/// The id of task `k`.
-pub fn task_id(k: u64) -> String {
-    format!("t{k}")
-}
-
-/// The name of resource `j`.
-pub fn resource_name(j: u64) -> String {
-    format!("r{j}")
-}
-
-/// The index in a name made by [`task_id`] or [`resource_name`].
-pub fn parse_index(name: &str, prefix: char) -> Option<u64> {
-    let digits = name.strip_prefix(prefix)?;
-    if digits.is_empty() || (digits.len() > 1 && digits.starts_with('0')) {
-        return None;
-    }
-    digits.parse().ok()
-}
+use crate::trace::{ClientCounts, TaskRecord, TaskStatus, resource_name, task_id};
 
 /// SplitMix64's finalizer: spreads an integer into an independent-looking
 /// one (seeds of the simulation's random streams, too).
@@ -189,72 +170,6 @@ impl TaskGen {
         };
         Some(at.min(self.arrivals_end_us.max(start)))
     }
-}
-
-/// How one task ended, as its client saw it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TaskStatus {
-    /// Not answered yet (or waiting to retry).
-    Open,
-    /// Answered `Completed`.
-    Completed {
-        /// The token the answer names.
-        token: Token,
-        /// The task id the answer names (must be the task's).
-        task_id: String,
-        /// True time of the answer, µs.
-        at: u64,
-    },
-    /// The client gave up after `max_attempts` submits.
-    GaveUp,
-    /// Answered with an error.
-    Rejected(String),
-}
-
-/// One task, from its client's side.
-#[derive(Debug, Clone)]
-pub struct TaskRecord {
-    /// Its resource's index.
-    pub resource: u64,
-    /// True time of its arrival (first submit), µs.
-    pub arrived: u64,
-    /// True time it was first acknowledged, µs, apart from its answer: in
-    /// custody mode a custodian's `Accepted` reached the gateway the client
-    /// asked (or the gateway, itself the custodian, accepted it as the
-    /// client's submit arrived); in lock mode its durable enqueue committed.
-    /// An answer `Completed` acknowledges a task too.
-    pub acked: Option<u64>,
-    /// True time the node a request of this task waited at first crashed,
-    /// paused or was cut off from the voters' majority (the client's side
-    /// of the task was touched by a fault), µs.
-    pub gateway_fault: Option<u64>,
-    /// Submits sent.
-    pub attempts: u32,
-    /// How it ended.
-    pub status: TaskStatus,
-}
-
-/// Counters of the clients' side, for the report.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClientCounts {
-    /// Tasks that arrived and were submitted.
-    pub submitted: u64,
-    /// Tasks answered `Completed`.
-    pub completed: u64,
-    /// Submits sent, retries included.
-    pub requests: u64,
-    /// Retries after an `Unavailable` answer.
-    pub unavailable_retries: u64,
-    /// Retries after a `Busy` answer.
-    pub busy_retries: u64,
-    /// Retries because the node stopped (left or crashed) before answering.
-    pub reset_retries: u64,
-    /// Retries because no node could be asked (none running and configured).
-    pub no_node_retries: u64,
-    /// Tasks given up after `max_attempts` submits.
-    pub gave_up: u64,
-    /// Tasks answered with an error.
-    pub rejected: u64,
 }
 
 /// A request in flight.
@@ -627,15 +542,6 @@ mod tests {
         assert_eq!(g.arrival_us(2_499_999, 0), Some(2_000_000 + 2_499_000));
         assert_eq!(g.arrival_us(2_500_000, 0), None);
         assert_eq!(w.nominal_end_ms(), 2_000 + 2_500);
-    }
-
-    #[test]
-    fn names_round_trip_and_odd_names_do_not_parse() {
-        assert_eq!(parse_index(&task_id(0), 't'), Some(0));
-        assert_eq!(parse_index(&resource_name(4711), 'r'), Some(4711));
-        for odd in ["t", "x1", "t01", "t-1", "t1a", "r1"] {
-            assert_eq!(parse_index(odd, 't'), None, "{odd}");
-        }
     }
 
     #[test]
