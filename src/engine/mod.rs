@@ -93,8 +93,10 @@ pub struct Node {
     swim: Swim,
     timers: Timers,
     outputs: VecDeque<Output>,
-    /// Scratch buffers that foca's callbacks fill during one call.
+    /// What foca's callbacks send during one call: outputs right after it.
     sends: Vec<(SocketAddr, Vec<u8>)>,
+    /// foca's notifications, queued for the drain loop (at most
+    /// [`NOTIFICATIONS_MAX`]).
     notifications: Vec<OwnedNotification<NodeId>>,
     seeds: Vec<SocketAddr>,
     /// When to re-announce to the seeds, while the node knows no member.
