@@ -8,7 +8,7 @@
 //! While it runs, ask any node from another terminal:
 //!
 //! ```text
-//! cargo run --release -- members --node 127.0.0.1:7001
+//! ./target/release/custody members --node 127.0.0.1:7001   # after `cargo build --release`
 //! ```
 //!
 //! It starts three nodes, the second and third joining through the first,
@@ -17,6 +17,8 @@
 //! epoch, and which node is custodian of a few resources on that
 //! configuration's ring, then prints membership events until it is stopped;
 //! on Ctrl-C (or after `--seconds`) every node leaves the cluster gracefully.
+//! It shows the library's API top to bottom; `custody local-cluster` runs
+//! such a cluster from the binary.
 
 // An example drives real time.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
