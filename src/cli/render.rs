@@ -73,11 +73,14 @@ pub(crate) fn status_text(status: &StatusInfo) -> String {
         handoffs_sent,
         handoffs_received,
         handoffs_in_doubt,
+        replica_resources,
+        replica_tasks,
     } = status.custody;
     line(format!("ranges:    {ranges_owned} owned, {ranges_unavailable} unavailable, {ranges_sealing} sealing"));
     line(format!("resources: {resources}"));
     line(format!("tasks:     {tasks_queued} queued, {tasks_running} running, {tasks_executed} executed"));
     line(format!("handoffs:  {handoffs_sent} sent, {handoffs_received} received, {handoffs_in_doubt} in doubt"));
+    line(format!("replicas:  copies of {replica_resources} resources, {replica_tasks} tasks"));
     line(format!("members:   {}", status.members.len()));
     for m in &status.members {
         let voter = if m.voter { " (voter)" } else { "" };

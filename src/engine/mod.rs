@@ -358,6 +358,8 @@ impl Node {
         }
         let lease_ok = self.may_act_as_custodian(self.now);
         self.custody.pump(self.now, lease_ok);
+        // A batch of writes due now goes with this input's outputs.
+        self.custody.replication_timeout(self.now);
         let outputs: Vec<CustodyOutput> = self.custody.drain().collect();
         for output in outputs {
             match output {
@@ -480,6 +482,8 @@ impl Node {
             }
             TaskMsg::Transfer(transfer) => self.custody.on_transfer(from, transfer, self.now),
             TaskMsg::TransferAck { id } => self.custody.on_transfer_ack(from, id, self.now),
+            TaskMsg::Replicate(r) => self.custody.on_replicate(from, r),
+            TaskMsg::ReplicateAck(ack) => self.custody.on_replicate_ack(from, ack, self.now),
             answer => self.custody.on_answer(from, answer, self.now, lease_ok),
         }
     }

@@ -80,6 +80,10 @@ pub enum WireError {
 
 /// A decoded frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a frame lives from its decode to its dispatch, on the stack, one at a time; boxing would allocate for every message"
+)]
 pub enum Frame<'a> {
     /// A SWIM packet (without the version byte), to be handled like a
     /// datagram.
@@ -201,6 +205,61 @@ pub enum TaskMsg {
         /// The transfer acknowledged.
         id: u64,
     },
+    /// A custodian's accepted tasks and executed watermarks, to one of the
+    /// replicas of their ranges.
+    Replicate(Replicate),
+    /// What a replica holds after a [`TaskMsg::Replicate`].
+    ReplicateAck(ReplicateAck),
+}
+
+/// Writes of one custodian to one replica, batched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replicate {
+    /// The custodian's latest epoch: the ring that names the receiver a
+    /// replica. A replica refuses writes older than the last epoch it took
+    /// for a resource (a former custodian's late message).
+    pub epoch: u64,
+    /// One write per resource.
+    #[serde(deserialize_with = "bounded_list")]
+    pub writes: Vec<ReplicaWrite>,
+}
+
+/// One resource's write to a replica.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplicaWrite {
+    /// The tasks after `base` and the executed watermark, for a replica that
+    /// holds every task up to `base`.
+    Delta {
+        /// The resource.
+        resource: String,
+        /// The last sequence number the replica must hold already.
+        base: u64,
+        /// Every task up to this number has run.
+        executed: u64,
+        /// The tasks numbered from `max(base, executed) + 1`, in order.
+        #[serde(deserialize_with = "bounded_list")]
+        tasks: Vec<PendingTask>,
+    },
+    /// The whole state: replaces what the replica holds.
+    Full(ResourceState),
+}
+
+/// A replica's answer to a [`Replicate`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicateAck {
+    /// The epoch of the write answered.
+    pub epoch: u64,
+    /// `(resource, n)`: the replica holds every task of the resource up to
+    /// number `n`.
+    #[serde(deserialize_with = "bounded_list")]
+    pub held: Vec<(String, u64)>,
+    /// Resources whose delta does not follow what the replica holds (a
+    /// message was lost, or the replica is new): send the whole state.
+    #[serde(deserialize_with = "bounded_list")]
+    pub need_full: Vec<String>,
+    /// Resources the replica has no room for (its bounds): not held.
+    #[serde(deserialize_with = "bounded_list")]
+    pub busy: Vec<String>,
 }
 
 /// Custody of a part of the hash space, moving from one node to another.
@@ -284,6 +343,76 @@ impl Transfer {
     }
 }
 
+impl Replicate {
+    /// Checks a replication message against what a custodian sends: each
+    /// resource once, each write within the bounds of its state
+    /// ([`ReplicaWrite::validate`]). One bad write refuses the message whole.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut names: Vec<&str> = self.writes.iter().map(ReplicaWrite::resource).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(format!("replication: resource {:?} twice", w[0]));
+        }
+        self.writes.iter().try_for_each(ReplicaWrite::validate)
+    }
+}
+
+impl ReplicaWrite {
+    /// The resource written.
+    pub fn resource(&self) -> &str {
+        match self {
+            ReplicaWrite::Delta { resource, .. } => resource,
+            ReplicaWrite::Full(state) => &state.resource,
+        }
+    }
+
+    /// A full state is checked as a handed-off one
+    /// ([`ResourceState::validate`]); a delta's tasks must be of the
+    /// resource, numbered without a gap from `max(base, executed) + 1`, and
+    /// within the queue's bounds.
+    pub fn validate(&self) -> Result<(), String> {
+        let (resource, base, executed, tasks) = match self {
+            ReplicaWrite::Full(state) => return state.validate(),
+            ReplicaWrite::Delta { resource, base, executed, tasks } => (resource, *base, *executed, tasks),
+        };
+        let state = ResourceState {
+            resource: resource.clone(),
+            last_seq: tasks.last().map_or(base.max(executed), |t| t.seq),
+            executed: base.max(executed),
+            token_floor: 0,
+            pending: Vec::new(),
+            dedup: Vec::new(),
+            token_epochs: Vec::new(),
+            forgotten: Vec::new(),
+        };
+        // The name and the order, through the handed-off state's checks on
+        // an empty state; then the tasks as its queue.
+        state.validate()?;
+        ResourceState { pending: tasks.clone(), ..state }.validate()
+    }
+}
+
+impl ReplicateAck {
+    /// Names must be valid resource names, each listed once per list.
+    pub fn validate(&self) -> Result<(), String> {
+        let lists = [
+            self.held.iter().map(|(r, _)| r.as_str()).collect::<Vec<_>>(),
+            self.need_full.iter().map(String::as_str).collect(),
+            self.busy.iter().map(String::as_str).collect(),
+        ];
+        for mut names in lists {
+            if let Some(bad) = names.iter().find(|n| n.is_empty() || n.len() > RESOURCE_LEN_MAX) {
+                return Err(format!("replication ack: a resource name of {} bytes", bad.len()));
+            }
+            names.sort_unstable();
+            if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+                return Err(format!("replication ack: resource {:?} twice", w[0]));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl ResourceState {
     /// Checks one resource's state from a peer against the bounds and orders
     /// custody keeps for it: a valid name; `executed <= last_seq`; the
@@ -362,6 +491,8 @@ impl Message {
                 config.replication
             ))),
             Message::Task(TaskMsg::Transfer(t)) => t.validate().map_err(WireError::Invalid),
+            Message::Task(TaskMsg::Replicate(r)) => r.validate().map_err(WireError::Invalid),
+            Message::Task(TaskMsg::ReplicateAck(a)) => a.validate().map_err(WireError::Invalid),
             _ => Ok(()),
         }
     }
@@ -606,6 +737,13 @@ pub struct CustodyInfo {
     /// Transfers whose receiver was removed before acknowledging: their
     /// ranges wait for recovery.
     pub handoffs_in_doubt: u64,
+    /// Resources this node holds copies of, as a replica of their
+    /// custodians.
+    #[serde(default)]
+    pub replica_resources: u64,
+    /// Tasks in those copies.
+    #[serde(default)]
+    pub replica_tasks: u64,
 }
 
 /// Where a resource lives in a committed configuration.

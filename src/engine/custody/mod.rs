@@ -35,7 +35,7 @@
 //! newer epoch, retries while the custodian is not ready, and answers the
 //! client.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,6 +52,8 @@ use super::task::{
 use super::time::Instant;
 use super::wire::{Completed, CustodyInfo, PendingTask, ResourceState, Response, Submitted, TaskMsg, Transfer, Waiter};
 use marks::Marks;
+use replica::Replicas;
+use replication::{OWED_PER_RESOURCE_MAX, Owed, Peer};
 
 /// Submits a gateway tracks at once (waiting for acceptance or an outcome);
 /// past it, new submits get `Busy`.
@@ -157,6 +159,14 @@ pub struct CustodyStats {
     pub submits_not_ready: u64,
     /// Submits answered "unavailable" after the retries ran out.
     pub submits_unavailable: u64,
+    /// Replication messages sent (to replicas).
+    pub replicate_sent: u64,
+    /// Writes this node refused as a replica, past its bounds.
+    pub replica_busy: u64,
+    /// Writes this node refused as a replica, older than what it holds.
+    pub replica_stale: u64,
+    /// Writes this node's replicas refused, past their bounds.
+    pub replica_refusals: u64,
 }
 
 /// The custody role of a piece.
@@ -190,6 +200,9 @@ struct Running {
     seq: u64,
     task_id: String,
     waiters: Vec<Waiter>,
+    /// The task and its executions so far, for a replica's whole state.
+    task: Task,
+    attempts: u32,
 }
 
 #[derive(Debug, Default)]
@@ -211,6 +224,17 @@ struct Res {
     forgotten_by_hash: BTreeMap<u64, u64>,
     /// Whether the key is in the runnable queue.
     scheduled: bool,
+    /// Every task up to this number is held by a write quorum of the
+    /// resource's replicas: it may run, and its submitters are answered.
+    durable: u64,
+    /// Answers owed to gateways once a task is durable: `(seq, gateway,
+    /// duplicate)`, in sequence order.
+    owed: VecDeque<Owed>,
+    /// The resource's replica peers in `peers_epoch`, and what each holds.
+    peers: Vec<Peer>,
+    peers_epoch: u64,
+    /// Peers that must hold a task besides this node (write quorum − 1).
+    needed: usize,
 }
 
 impl Res {
@@ -317,6 +341,19 @@ pub(crate) struct Custody {
     marks: Marks,
     gateway: BTreeMap<u64, Pending>,
     next_req: u64,
+    /// Replicas per range in the latest configuration (k).
+    k: usize,
+    /// Resources whose changes go to their replicas with the next batch.
+    dirty: BTreeSet<Key>,
+    /// When the next batch goes.
+    flush_at: Option<Instant>,
+    last_flush: Instant,
+    /// Resources with writes not acknowledged yet, and since when the
+    /// oldest of them waits.
+    unacked: BTreeSet<Key>,
+    unacked_since: Option<Instant>,
+    /// Copies this node holds as a replica of other custodians.
+    replicas: Replicas,
     outputs: Vec<CustodyOutput>,
     stats: CustodyStats,
 }
@@ -342,6 +379,13 @@ impl Custody {
             marks: Marks::default(),
             gateway: BTreeMap::new(),
             next_req: 1,
+            k: 1,
+            dirty: BTreeSet::new(),
+            flush_at: None,
+            last_flush: Instant::ZERO,
+            unacked: BTreeSet::new(),
+            unacked_since: None,
+            replicas: Replicas::default(),
             outputs: Vec::new(),
             stats: CustodyStats::default(),
         }
@@ -382,7 +426,7 @@ impl Custody {
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         let transfers = self.outgoing.values().filter(|o| !o.in_doubt).map(|o| o.sent_at + TRANSFER_RETRY).min();
         let gateway = self.gateway.values().map(|p| p.retry_at.min(p.deadline)).min();
-        transfers.into_iter().chain(gateway).min()
+        transfers.into_iter().chain(gateway).chain(self.replication_deadline()).min()
     }
 
     // ---- epochs -------------------------------------------------------------
@@ -394,6 +438,7 @@ impl Custody {
         }
         let first = self.epoch == 0;
         self.epoch = config.epoch;
+        self.k = usize::from(config.replication);
         self.ring = Some(self.rings.ring(config));
         // The founder's first configuration: custody of the whole circle.
         if first && config.epoch == 1 && config.contains(&self.me) && self.pieces.is_empty() {
@@ -415,7 +460,7 @@ impl Custody {
 
     /// Cuts every piece that may move along the latest ring.
     fn recut(&mut self, now: Instant) {
-        let Some(ring) = &self.ring else { return };
+        let Some(ring) = self.ring.clone() else { return };
         let old = std::mem::take(&mut self.pieces);
         let mut cut: Vec<Piece> = Vec::with_capacity(old.len());
         for (_, piece) in old {
@@ -451,8 +496,16 @@ impl Custody {
         for span in active {
             for key in keys_in(&self.resources, span) {
                 self.schedule(&key);
+                // The replicas may have changed with the ring: bring new
+                // ones up to date (and count the quorum anew).
+                self.touch(&key, now);
             }
         }
+        // Copies of resources this node no longer replicates, all run: gone.
+        let (me, k) = (self.me.addr, self.k);
+        self.replicas.retain(|key| {
+            ring.locate_point(key.0).is_some_and(|(range, _)| ring.replicas(range, k).iter().any(|m| m.addr == me))
+        });
         self.send_sealed(now);
     }
 
@@ -502,10 +555,10 @@ impl Custody {
         let Some(owner) = owner else { return };
         if owner == self.me.addr {
             let (task, wait, seq) = (p.task.clone(), p.wait, p.accepted);
-            let waiter = Waiter { gateway: self.me.addr, req };
-            let answer = self.accept(task, wait.then_some(waiter), seq, lease_ok, now);
-            let answer = answer.with_req(req);
-            self.on_answer(self.me.addr, answer, now, lease_ok);
+            let to = Waiter { gateway: self.me.addr, req };
+            if let Some(answer) = self.accept(task, to, wait, seq, lease_ok, now) {
+                self.on_answer(self.me.addr, answer, now, lease_ok);
+            }
         } else {
             let msg = TaskMsg::Submit { req, task: p.task.clone(), wait: p.wait, epoch: self.epoch, seq: p.accepted };
             self.stats.submits_forwarded += 1;
@@ -596,16 +649,57 @@ impl Custody {
 
     /// A gateway's submit at this node, as custodian.
     pub(crate) fn on_submit(&mut self, from: SocketAddr, ask: Ask, task: Task, lease_ok: bool, now: Instant) {
-        let waiter = Waiter { gateway: from, req: ask.req };
-        let answer = self.accept(task, ask.wait.then_some(waiter), ask.seq, lease_ok, now).with_req(ask.req);
-        self.outputs.push(CustodyOutput::Send(from, answer));
+        let to = Waiter { gateway: from, req: ask.req };
+        if let Some(answer) = self.accept(task, to, ask.wait, ask.seq, lease_ok, now) {
+            self.outputs.push(CustodyOutput::Send(from, answer));
+        }
+    }
+
+    /// Takes a task as its custodian, or says why not, to the gateway's
+    /// request `to`. `None`: the task is not durable yet; `Accepted` goes to
+    /// `to` once it is (see `replication.rs`). With `wait`, `to` also waits
+    /// for the outcome. `known` is the sequence number a custodian gave the
+    /// task before, when a gateway reminds about an accepted task.
+    fn accept(
+        &mut self,
+        task: Task,
+        to: Waiter,
+        wait: bool,
+        known: Option<u64>,
+        lease_ok: bool,
+        now: Instant,
+    ) -> Option<TaskMsg> {
+        let key: Key = (Ring::key_hash(&task.resource), task.resource.clone());
+        match self.take_task(task, wait.then_some(to), known, lease_ok, now) {
+            TaskMsg::Accepted { seq, duplicate, .. } => self.owe(&key, to, seq, duplicate, now),
+            answer => Some(answer.with_req(to.req)),
+        }
+    }
+
+    /// `Accepted` for task `seq` now if it is durable, or owed to `to` until
+    /// it is (`Busy` past [`OWED_PER_RESOURCE_MAX`]).
+    fn owe(&mut self, key: &Key, to: Waiter, seq: u64, duplicate: bool, now: Instant) -> Option<TaskMsg> {
+        let accepted = TaskMsg::Accepted { req: to.req, seq, epoch: self.epoch, duplicate };
+        self.settle_durable(key, now);
+        let Some(res) = self.resources.get_mut(key).filter(|res| seq > res.durable) else {
+            return Some(accepted);
+        };
+        if res.owed.iter().any(|o| o.1 == to) {
+            return None;
+        }
+        if res.owed.len() >= OWED_PER_RESOURCE_MAX {
+            self.stats.submits_busy += 1;
+            return Some(TaskMsg::Busy { req: to.req });
+        }
+        // In sequence order: a retry of an older task goes before newer ones.
+        let at = res.owed.partition_point(|o| o.0 <= seq);
+        res.owed.insert(at, (seq, to, duplicate));
+        None
     }
 
     /// Takes a task as its custodian, or says why not. The answer's `req`
     /// is filled in by the caller.
-    /// `known` is the sequence number a custodian gave the task before,
-    /// when a gateway reminds about an accepted task.
-    fn accept(
+    fn take_task(
         &mut self,
         task: Task,
         waiter: Option<Waiter>,
@@ -699,9 +793,8 @@ impl Custody {
         self.queued_total += 1;
         self.queued_bytes_total += weight;
         self.stats.tasks_accepted += 1;
-        // Replicating the task to the range's replicas (the write quorum)
-        // comes here, before the acknowledgement, with recovery.
-        self.schedule(&key);
+        // To the replicas; it runs, and is answered, once durable.
+        self.touch(&key, now);
         TaskMsg::Accepted { req: 0, seq, epoch, duplicate: false }
     }
 
@@ -712,7 +805,8 @@ impl Custody {
     fn schedule(&mut self, key: &Key) {
         let active = self.piece_of(key.0).is_some_and(|p| p.role == Role::Active);
         let Some(res) = self.resources.get_mut(key) else { return };
-        if active && !res.scheduled && res.running.is_none() && !res.queue.is_empty() {
+        let next_durable = res.queue.front().is_some_and(|t| t.seq <= res.durable);
+        if active && !res.scheduled && res.running.is_none() && next_durable {
             res.scheduled = true;
             self.runnable.push_back(key.clone());
         }
@@ -730,7 +824,8 @@ impl Custody {
             let Some(res) = self.resources.get_mut(&key) else { continue };
             res.scheduled = false;
             let Some(act_epoch) = active else { continue };
-            if res.running.is_some() {
+            // One at a time, and only what a write quorum holds.
+            if res.running.is_some() || res.queue.front().is_none_or(|t| t.seq > res.durable) {
                 continue;
             }
             let Some(mut next) = res.queue.pop_front() else { continue };
@@ -748,7 +843,13 @@ impl Custody {
                     res.token_epochs.pop_front();
                 }
             }
-            res.running = Some(Running { seq: next.seq, task_id: next.task.id.clone(), waiters: next.waiters });
+            res.running = Some(Running {
+                seq: next.seq,
+                task_id: next.task.id.clone(),
+                waiters: next.waiters,
+                task: next.task.clone(),
+                attempts: next.attempts,
+            });
             self.running += 1;
             self.stats.tasks_started += 1;
             let execution = Execution { task: next.task, token, attempt: next.attempts, deadline: now + self.d_max };
@@ -773,6 +874,8 @@ impl Custody {
         self.running -= 1;
         self.stats.tasks_executed += 1;
         let token = Token { epoch: res.token_floor, seq };
+        // The watermark goes to the replicas with the next batch.
+        self.touch(&key, now);
         let outcome = outcome.bounded();
         for w in running.waiters {
             let done =
@@ -959,6 +1062,13 @@ impl Custody {
             forgotten: VecDeque::new(),
             forgotten_by_hash: BTreeMap::new(),
             scheduled: false,
+            // Durable again once this node's replicas hold it (the recut
+            // that follows sends it to them).
+            durable: state.executed,
+            owed: VecDeque::new(),
+            peers: Vec::new(),
+            peers_epoch: 0,
+            needed: 0,
         };
         // A peer's list is taken up to the bound, newest kept.
         let skip = state.forgotten.len().saturating_sub(FORGOTTEN_PER_RESOURCE_MAX);
@@ -984,6 +1094,7 @@ impl Custody {
     // ---- timers, resets, reporting -------------------------------------------------
 
     pub(crate) fn handle_timeout(&mut self, now: Instant, lease_ok: bool) {
+        self.replication_timeout(now);
         let resend: Vec<u64> = self
             .outgoing
             .iter()
@@ -1067,6 +1178,8 @@ impl Custody {
             handoffs_sent: self.stats.transfers_sent,
             handoffs_received: self.stats.transfers_received,
             handoffs_in_doubt: self.stats.transfers_in_doubt,
+            replica_resources: self.replicas.len() as u64,
+            replica_tasks: self.replicas.tasks() as u64,
         }
     }
 
@@ -1088,7 +1201,7 @@ impl TaskMsg {
             | TaskMsg::Rejected { req, .. }
             | TaskMsg::Done { req, .. }
             | TaskMsg::Submit { req, .. } => *req = number,
-            TaskMsg::Transfer(_) | TaskMsg::TransferAck { .. } => {}
+            TaskMsg::Transfer(_) | TaskMsg::TransferAck { .. } | TaskMsg::Replicate(_) | TaskMsg::ReplicateAck(_) => {}
         }
         self
     }
@@ -1165,6 +1278,8 @@ fn merge(mut pieces: Vec<Piece>) -> BTreeMap<u64, Piece> {
 }
 
 mod marks;
+mod replica;
+mod replication;
 
 #[cfg(test)]
 mod tests;

@@ -17,9 +17,11 @@ fn at(ms: u64) -> Instant {
     Instant::from_micros(ms * 1000)
 }
 
-/// Epoch 1 with `a` alone; epoch 2 adds `b`.
+/// Epoch 1 with `a` alone; epoch 2 adds `b`. One replica per range (the
+/// custodian): these tests are about handoffs; `replication.rs`'s tests
+/// replicate.
 fn two_epochs(a: &NodeId, b: &NodeId) -> (Configuration, Configuration) {
-    let c1 = Configuration::first(9, a.clone(), 16, 3);
+    let c1 = Configuration::first(9, a.clone(), 16, 1);
     let c2 = c1.next(&Changes { joins: vec![b.clone()], ..Changes::default() }).unwrap();
     (c1, c2)
 }

@@ -40,8 +40,8 @@ use crate::engine::ring::Span;
 use crate::engine::task::{Outcome, Task, Token};
 use crate::engine::wire::{
     self, Completed, CustodyInfo, EpochMsg, FRAME_LEN_MAX, Frame, LeaseStatus, MemberInfo, MemberState, Message,
-    OwnerInfo, PendingTask, Request, ResourceState, Response, StatusInfo, StatusMember, Submitted, SyncMember, TaskMsg,
-    Transfer, Waiter, WireError,
+    OwnerInfo, PendingTask, ReplicaWrite, Replicate, ReplicateAck, Request, ResourceState, Response, StatusInfo,
+    StatusMember, Submitted, SyncMember, TaskMsg, Transfer, Waiter, WireError,
 };
 use crate::engine::{ClientId, Config, Input, Instant, Node, Output};
 
@@ -486,6 +486,8 @@ impl Gen {
                     handoffs_sent: self.u64(),
                     handoffs_received: self.u64(),
                     handoffs_in_doubt: self.u64(),
+                    replica_resources: self.u64(),
+                    replica_tasks: self.u64(),
                 },
             }),
             3 => Response::Owner(self.bool().then(|| OwnerInfo {
@@ -563,7 +565,7 @@ impl Gen {
     }
 
     fn task_msg(&mut self) -> TaskMsg {
-        match self.below(8) {
+        match self.below(10) {
             0 => TaskMsg::Submit {
                 req: self.u64(),
                 task: self.task(),
@@ -582,8 +584,42 @@ impl Gen {
                 token: self.token(),
                 outcome: self.bool().then(|| self.outcome()),
             },
-            _ => TaskMsg::TransferAck { id: self.u64() },
+            7 => TaskMsg::TransferAck { id: self.u64() },
+            8 => TaskMsg::Replicate(self.replicate()),
+            _ => TaskMsg::ReplicateAck(ReplicateAck {
+                epoch: self.u64(),
+                held: self.distinct_names().into_iter().map(|n| (n, self.u64())).collect(),
+                need_full: self.distinct_names(),
+                busy: self.distinct_names(),
+            }),
         }
+    }
+
+    /// Distinct resource names, a few.
+    fn distinct_names(&mut self) -> Vec<String> {
+        let mut names: Vec<String> = (0..self.size(4)).map(|_| self.nonempty_text(64)).collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
+    /// Replication as a custodian writes it: distinct resources, deltas
+    /// numbered on from their base, full states within their bounds.
+    fn replicate(&mut self) -> Replicate {
+        let mut writes: Vec<ReplicaWrite> = Vec::new();
+        for _ in 0..self.size(4) {
+            let write = if self.bool() {
+                ReplicaWrite::Full(self.resource_state())
+            } else {
+                let state = self.resource_state();
+                let base = state.executed;
+                ReplicaWrite::Delta { resource: state.resource, base, executed: state.executed, tasks: state.pending }
+            };
+            if writes.iter().all(|w| w.resource() != write.resource()) {
+                writes.push(write);
+            }
+        }
+        Replicate { epoch: self.u64(), writes }
     }
 
     /// A transfer as a sender makes one: disjoint parts, distinct resources,
