@@ -307,8 +307,10 @@ pub fn class_text(classes: &std::collections::BTreeMap<String, u64>) -> String {
 pub enum LivenessClass {
     /// A node crashed while it held the task's resource (it owned the
     /// resource in a committed epoch and had not had a handoff of it
-    /// acknowledged): its state is gone, and nothing recovers a crashed
-    /// custodian's tasks until crash recovery exists.
+    /// acknowledged), and recovery did not bring it back: a read quorum of
+    /// the range's replicas crashed too, or recovery, which reads one epoch
+    /// back, could not reach the copies (a second crash during a handoff or
+    /// a recovery, an epoch skipped).
     CrashedCustodian,
     /// A majority of the epoch store's committed voters crashed (a crashed
     /// voter's Raft state is gone with it): the store never commits again,
@@ -341,7 +343,9 @@ impl LivenessClass {
     /// The class's name in reports.
     pub fn name(self) -> &'static str {
         match self {
-            LivenessClass::CrashedCustodian => "crashed custodian's tasks, until crash recovery exists",
+            LivenessClass::CrashedCustodian => {
+                "crashed custodian's range not recovered (its read quorum lost, or beyond one epoch back)"
+            }
             LivenessClass::StoreMajorityLost => "the epoch store lost its voters' majority for good (crashed voters)",
             LivenessClass::InDoubtTransfer => {
                 "in-doubt transfer (its receiver's life left the configuration before acknowledging)"

@@ -26,7 +26,7 @@ fn every_scenario_passes_a_fixed_seed_range() {
             let plan = scenario.plan(&params).expect("a valid plan");
             let report = netsim::run_plan(plan);
             // Liveness failures a documented limitation explains (a crashed
-            // custodian's tasks, until crash recovery exists) are allowed;
+            // custodian's range recovery could not bring back) are allowed;
             // a safety failure, or a liveness failure nothing explains, is not.
             if report.verdict() > Verdict::Limited {
                 failures.push(format!(

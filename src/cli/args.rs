@@ -114,6 +114,10 @@ pub(crate) struct NodeArgs {
     /// More survive more failures; each commit and lease read costs more messages.
     #[arg(long, default_value_t = 3)]
     pub voters: u8,
+    /// Replicas of each range, the custodian included: 1 to 7. A task is acknowledged once a majority of
+    /// them holds it. Fixed by the node that starts the cluster; a joining node takes the cluster's.
+    #[arg(long, value_name = "K", default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=7))]
+    pub replicas: u8,
     /// Failure-detection timings: `lan` (probe 1 s, down after 4 s of suspicion) or `fast` (300 ms / 1 s; quiet networks and tests).
     #[arg(long, value_enum, default_value_t = Profile::Lan)]
     pub profile: Profile,

@@ -75,8 +75,15 @@ pub(crate) fn status_text(status: &StatusInfo) -> String {
         handoffs_in_doubt,
         replica_resources,
         replica_tasks,
+        ranges_recovering,
+        ranges_unrecoverable,
     } = status.custody;
     line(format!("ranges:    {ranges_owned} owned, {ranges_unavailable} unavailable, {ranges_sealing} sealing"));
+    if ranges_recovering > 0 {
+        line(format!(
+            "recovery:  {ranges_recovering} parts recovering, {ranges_unrecoverable} without a read quorum holding them"
+        ));
+    }
     line(format!("resources: {resources}"));
     line(format!("tasks:     {tasks_queued} queued, {tasks_running} running, {tasks_executed} executed"));
     line(format!("handoffs:  {handoffs_sent} sent, {handoffs_received} received, {handoffs_in_doubt} in doubt"));

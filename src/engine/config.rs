@@ -128,7 +128,9 @@ pub struct Config {
     /// 100 ms.
     #[serde(rename = "raft_tick_ms", with = "millis")]
     pub raft_tick: Duration,
-    /// Replicas per range (k) recorded in each configuration. Default 3.
+    /// Replicas per range (k), the custodian included, recorded in each
+    /// configuration by the node that starts the cluster: a task is
+    /// acknowledged once a majority of its range's replicas holds it. Default 3.
     pub replication: u8,
     /// Points each member places on the ring. Default 128. Range 1 ..= 4096.
     /// Fewer points balance load worse; more cost memory and build time.
@@ -158,6 +160,10 @@ impl Default for Config {
         Config::lan()
     }
 }
+
+/// The bound on clock rate drift the lease arithmetic assumes, in parts per
+/// million (ρ = 10⁻³): a node's clock runs within ρ of true time.
+pub const CLOCK_DRIFT_MAX_PPM: u32 = 1000;
 
 impl Config {
     /// Timings for a LAN: probe every 1 s, suspicion to Down after 4 s.
@@ -302,6 +308,17 @@ impl Config {
     pub fn failure_detection_bound(&self, cluster_size: usize) -> Duration {
         let others = u32::try_from(cluster_size.saturating_sub(1).max(1)).unwrap_or(u32::MAX);
         self.probe_period * (2 * others + 1) + self.suspect_to_down_after + self.gossip_period * 3
+    }
+
+    /// `W`: how long a node that takes custody of a part without a transfer
+    /// (recovery) waits, on its own clock, from learning the epoch that
+    /// removed the previous custodian: `lease·(1 + ρ)/(1 − ρ)` with the
+    /// clock rate bound ρ = [`CLOCK_DRIFT_MAX_PPM`]. The previous
+    /// custodian's last lease was granted before that epoch was committed,
+    /// so it has run out by then.
+    pub fn recovery_wait(&self) -> Duration {
+        let rho = f64::from(CLOCK_DRIFT_MAX_PPM) / 1e6;
+        self.lease.mul_f64((1.0 + rho) / (1.0 - rho))
     }
 
     /// The foca configuration these values make.

@@ -153,7 +153,8 @@ impl Node {
         let heard = Heard::default();
         let gossip = EpochGossip::new(heard.clone());
         let store = EpochStore::new(id.clone(), config.clone(), rng_seed ^ 0x2545_f491_4f6c_dd1d);
-        let custody = Custody::new(id.clone(), config.d_max, config.workers);
+        let mut custody = Custody::new(id.clone(), config.d_max, config.workers);
+        custody.set_recovery_wait(config.recovery_wait());
         let swim = Swim::with_custom_broadcast(id, config.to_foca(), swim_rng, SwimCodec, gossip);
         // A second stream from the same seed, for the engine's own choices.
         let rng = Xoshiro256PlusPlus::seed_from_u64(rng_seed.rotate_left(32) ^ 0x5bd1_e995_6c07_8965);
@@ -484,6 +485,10 @@ impl Node {
             TaskMsg::TransferAck { id } => self.custody.on_transfer_ack(from, id, self.now),
             TaskMsg::Replicate(r) => self.custody.on_replicate(from, r),
             TaskMsg::ReplicateAck(ack) => self.custody.on_replicate_ack(from, ack, self.now),
+            TaskMsg::SyncMark(mark) => self.custody.on_sync_mark(from, mark),
+            TaskMsg::SyncAck { id, ok } => self.custody.on_sync_ack(from, id, ok),
+            TaskMsg::Recover { id, epoch, span } => self.custody.on_recover(from, id, epoch, span),
+            TaskMsg::RecoverReply(reply) => self.custody.on_recover_reply(from, reply, self.now),
             answer => self.custody.on_answer(from, answer, self.now, lease_ok),
         }
     }

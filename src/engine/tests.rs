@@ -1078,3 +1078,82 @@ fn an_earlier_lifes_raft_peer_keeps_voting_until_the_group_removes_it() {
         }
     }
 }
+
+#[test]
+fn a_crashed_custodians_acknowledged_tasks_run_after_recovery() {
+    let mut net = formed_five();
+    net.task_time = Duration::from_millis(100);
+    let victim = *net.nodes.iter().find(|(_, n)| !n.is_voter()).expect("two non-voters").0;
+    let gateways: Vec<SocketAddr> = net.nodes.keys().copied().filter(|&a| a != victim).collect();
+    let mut submitted = 0usize;
+    let mut crashed_at = None;
+    let mut resource_of: BTreeMap<ClientId, String> = BTreeMap::new();
+    let before = net.nodes[&victim].configuration().cloned().unwrap();
+    for step in 0..100u64 {
+        if step == 30 {
+            net.nodes.remove(&victim);
+            crashed_at = Some(net.now);
+        }
+        for i in 0..4u64 {
+            let n = step * 4 + i;
+            let gateway = gateways[(n % gateways.len() as u64) as usize];
+            // Queues build up on a few busy resources; the rest are quiet.
+            let resource = if n % 2 == 0 { format!("busy{}", n % 8) } else { format!("quiet{}", n % 40) };
+            let bytes = submit_frame(&format!("t{n}"), &resource);
+            net.input(gateway, Input::ClientFrame { client: ClientId(n), bytes });
+            resource_of.insert(ClientId(n), resource);
+            submitted += 1;
+        }
+        net.run_until(net.now + Duration::from_millis(50));
+    }
+    let cfg = Config::lan();
+    let bound = cfg.failure_detection_bound(5) + cfg.stable_after + cfg.recovery_wait() + Duration::from_secs(20);
+    net.run_until(crashed_at.unwrap() + bound);
+
+    // Every submit through a live gateway completed (the tasks the victim
+    // had acknowledged and not run included), except those its resources
+    // could not take while they were dark: no custodian acknowledged them
+    // within the gateway's timeout.
+    let replies = client_replies(&net);
+    assert_eq!(replies.len(), submitted, "every submit answered");
+    let crash = crashed_at.unwrap();
+    assert!(net.nodes[&gateways[0]].configuration().unwrap().member(victim).is_none(), "the victim was removed");
+    let ring = before.ring();
+    let mut dark = 0;
+    for (client, rs) in &replies {
+        match &rs[..] {
+            [Response::Completed(_)] => {}
+            [Response::Unavailable(_)] if ring.owner(&resource_of[client]).map(|o| o.addr) == Some(victim) => dark += 1,
+            other => panic!("{client:?} ({}): {other:?}", resource_of[client]),
+        }
+    }
+    let recovered: u64 = net.nodes.values().map(|n| n.custody_stats().ranges_recovered).sum();
+    let tasks_recovered: u64 = net.nodes.values().map(|n| n.custody_stats().tasks_recovered).sum();
+    assert!(recovered > 0 && tasks_recovered > 0, "{recovered} parts, {tasks_recovered} tasks recovered");
+    // One execution at a time per resource, tokens increasing; a task runs
+    // twice only if the victim was running it (or ran it, its watermark not
+    // replicated yet) when it crashed, and the second run has a newer token.
+    let mut by_resource: BTreeMap<&str, Vec<&Run>> = BTreeMap::new();
+    for r in &net.executions {
+        by_resource.entry(&r.resource).or_default().push(r);
+    }
+    for (resource, mut rs) in by_resource {
+        rs.sort_by_key(|r| (r.start, r.end));
+        for w in rs.windows(2) {
+            assert!(w[0].end <= w[1].start, "{resource}: overlapping executions {:?} and {:?}", w[0], w[1]);
+            assert!(w[0].token < w[1].token, "{resource}: tokens out of order {:?} then {:?}", w[0], w[1]);
+        }
+    }
+    let mut runs: BTreeMap<&str, Vec<&Run>> = BTreeMap::new();
+    for r in &net.executions {
+        runs.entry(&r.task_id).or_default().push(r);
+    }
+    assert!(runs.len() + dark >= submitted);
+    for (task, rs) in runs.iter().filter(|(_, rs)| rs.len() > 1) {
+        assert_eq!(rs.len(), 2, "{task} ran more than twice: {rs:?}");
+        assert!(rs[0].node == victim && rs[0].start <= crash && rs[1].start > crash, "{task}: {rs:?}");
+    }
+    for (a, n) in &net.nodes {
+        assert_eq!(n.status().custody.ranges_unavailable, 0, "{a}");
+    }
+}

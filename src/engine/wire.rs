@@ -210,7 +210,73 @@ pub enum TaskMsg {
     Replicate(Replicate),
     /// What a replica holds after a [`TaskMsg::Replicate`].
     ReplicateAck(ReplicateAck),
+    /// "Your copies of these parts are complete as of my epoch": from a
+    /// custodian to a replica that holds every listed resource up to the
+    /// listed number.
+    SyncMark(SyncMark),
+    /// A replica checked a [`SyncMark`].
+    SyncAck {
+        /// The mark's number.
+        id: u64,
+        /// Whether the replica held everything listed, and marked the parts.
+        ok: bool,
+    },
+    /// "Seal this part at `epoch` and send me what you hold of it": from a
+    /// custodian recovering a part whose previous custodian was removed, to
+    /// the part's replicas in the epoch before.
+    Recover {
+        /// The recovery's number at the asker.
+        id: u64,
+        /// The epoch the asker owns the part in: the replica refuses writes
+        /// of older epochs for it from now on.
+        epoch: u64,
+        /// The part.
+        span: Span,
+    },
+    /// What a replica holds of a part it was asked to recover, in chunks.
+    RecoverReply(RecoverReply),
 }
+
+/// A custodian's statement that a replica's copies are complete.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncMark {
+    /// Numbers the custodian's marks; the acknowledgement names it.
+    pub id: u64,
+    /// The custodian's epoch.
+    pub epoch: u64,
+    /// The parts of the hash space, disjoint.
+    #[serde(deserialize_with = "bounded_list")]
+    pub spans: Vec<Span>,
+    /// Every resource in `spans` with state: `(resource, n)`, the replica
+    /// must hold every task of it up to `n`.
+    #[serde(deserialize_with = "bounded_list")]
+    pub resources: Vec<(String, u64)>,
+}
+
+/// One chunk of what a replica holds of a part being recovered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoverReply {
+    /// The recovery's number at the asker.
+    pub id: u64,
+    /// The epoch the recovery is for.
+    pub epoch: u64,
+    /// The incarnation this replica's process started with: a process
+    /// started after the life the asker counts on lost that life's copies.
+    pub born: u64,
+    /// The lowest epoch in which a custodian marked this replica's copies
+    /// of the part complete ([`SyncMark`]).
+    pub synced: u64,
+    /// This chunk's index, from 0.
+    pub chunk: u32,
+    /// How many chunks the reply has.
+    pub chunks: u32,
+    /// The states of the resources of the part this chunk carries.
+    #[serde(deserialize_with = "bounded_list")]
+    pub resources: Vec<ResourceState>,
+}
+
+/// Chunks one recovery reply may have.
+pub const RECOVER_CHUNKS_MAX: u32 = 4096;
 
 /// Writes of one custodian to one replica, batched.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -340,6 +406,59 @@ impl Transfer {
             state.validate().map_err(|e| format!("transfer {}: {e}", self.id))?;
         }
         Ok(())
+    }
+}
+
+/// Whether some two of `spans` overlap: the pair, if so.
+fn overlapping(spans: &[Span]) -> Option<(Span, Span)> {
+    let mut spans = spans.to_vec();
+    spans.sort_unstable_by_key(|s| s.end);
+    // Sorted by end, arcs are disjoint when each misses the next one and
+    // the last misses the first (a wrapping arc sorts first).
+    let overlap = |a: &Span, b: &Span| a.contains(b.end) || b.contains(a.end);
+    spans.windows(2).find(|w| overlap(&w[0], &w[1])).map(|w| (w[0], w[1])).or_else(|| {
+        let (first, last) = (spans.first()?, spans.last()?);
+        (spans.len() > 1 && overlap(first, last)).then_some((*first, *last))
+    })
+}
+
+/// The first name listed twice, or not a valid resource name.
+fn bad_name<'a>(names: impl Iterator<Item = &'a str>) -> Option<String> {
+    let mut names: Vec<&str> = names.collect();
+    if let Some(bad) = names.iter().find(|n| n.is_empty() || n.len() > RESOURCE_LEN_MAX) {
+        return Some(format!("a resource name of {} bytes", bad.len()));
+    }
+    names.sort_unstable();
+    names.windows(2).find(|w| w[0] == w[1]).map(|w| format!("resource {:?} twice", w[0]))
+}
+
+impl SyncMark {
+    /// Disjoint parts, each resource once with a valid name.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some((a, b)) = overlapping(&self.spans) {
+            return Err(format!("sync mark {}: parts {a} and {b} overlap", self.id));
+        }
+        match bad_name(self.resources.iter().map(|(r, _)| r.as_str())) {
+            Some(e) => Err(format!("sync mark {}: {e}", self.id)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl RecoverReply {
+    /// A chunk index below the count, within [`RECOVER_CHUNKS_MAX`]; each
+    /// resource once, each state within its bounds.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.chunks == 0 || self.chunks > RECOVER_CHUNKS_MAX || self.chunk >= self.chunks {
+            return Err(format!("recovery reply {}: chunk {} of {}", self.id, self.chunk, self.chunks));
+        }
+        if let Some(e) = bad_name(self.resources.iter().map(|r| r.resource.as_str())) {
+            return Err(format!("recovery reply {}: {e}", self.id));
+        }
+        self.resources
+            .iter()
+            .try_for_each(ResourceState::validate)
+            .map_err(|e| format!("recovery reply {}: {e}", self.id))
     }
 }
 
@@ -493,6 +612,8 @@ impl Message {
             Message::Task(TaskMsg::Transfer(t)) => t.validate().map_err(WireError::Invalid),
             Message::Task(TaskMsg::Replicate(r)) => r.validate().map_err(WireError::Invalid),
             Message::Task(TaskMsg::ReplicateAck(a)) => a.validate().map_err(WireError::Invalid),
+            Message::Task(TaskMsg::SyncMark(m)) => m.validate().map_err(WireError::Invalid),
+            Message::Task(TaskMsg::RecoverReply(r)) => r.validate().map_err(WireError::Invalid),
             _ => Ok(()),
         }
     }
@@ -744,6 +865,13 @@ pub struct CustodyInfo {
     /// Tasks in those copies.
     #[serde(default)]
     pub replica_tasks: u64,
+    /// Parts this node is recovering (their custodian was removed).
+    #[serde(default)]
+    pub ranges_recovering: u64,
+    /// Of those, parts no read quorum can rebuild now: every replica
+    /// answered and none held the previous custodian's complete copy.
+    #[serde(default)]
+    pub ranges_unrecoverable: u64,
 }
 
 /// Where a resource lives in a committed configuration.

@@ -44,6 +44,16 @@ impl Marks {
         intervals(span).map(|(lo, hi)| self.highest_in(lo, hi)).max().unwrap_or(0)
     }
 
+    /// The lowest mark of any point of `span`.
+    pub(crate) fn lowest(&self, span: Span) -> u64 {
+        intervals(span).map(|(lo, hi)| self.lowest_in(lo, hi)).min().unwrap_or(0)
+    }
+
+    /// The mark of one point.
+    pub(crate) fn at(&self, point: u64) -> u64 {
+        self.steps.range(..=point).next_back().map_or(0, |(_, &m)| m)
+    }
+
     /// Raises the mark of every point of `span` to `epoch` (never lowers it).
     pub(crate) fn raise(&mut self, span: Span, epoch: u64) {
         for (lo, hi) in intervals(span) {
@@ -57,8 +67,11 @@ impl Marks {
         self.steps.len()
     }
 
-    fn at(&self, point: u64) -> u64 {
-        self.steps.range(..=point).next_back().map_or(0, |(_, &m)| m)
+    fn lowest_in(&self, lo: u64, hi: u64) -> u64 {
+        let inner = lo.checked_add(1).map_or(u64::MAX, |next| {
+            if next > hi { u64::MAX } else { self.steps.range(next..=hi).map(|(_, &m)| m).min().unwrap_or(u64::MAX) }
+        });
+        self.at(lo).min(inner)
     }
 
     fn highest_in(&self, lo: u64, hi: u64) -> u64 {
@@ -129,6 +142,18 @@ mod tests {
         assert_eq!(m.highest(span(20, 30)), 0, "21 and above are not");
         assert_eq!(m.highest(span(19, 21)), 5);
         assert_eq!(m.highest(span(0, 0)), 5);
+    }
+
+    #[test]
+    fn the_lowest_mark_of_an_arc_counts_every_step_in_it() {
+        let mut m = Marks::default();
+        m.raise(span(0, 0), 2);
+        m.raise(span(10, 20), 5);
+        assert_eq!(m.lowest(span(10, 20)), 5);
+        assert_eq!(m.lowest(span(9, 20)), 2, "10 is marked 2");
+        assert_eq!(m.lowest(span(12, 30)), 2);
+        assert_eq!(m.lowest(span(0, 0)), 2);
+        assert_eq!((m.at(10), m.at(11), m.at(20), m.at(21)), (2, 5, 5, 2));
     }
 
     #[test]

@@ -52,8 +52,9 @@ use super::task::{
 use super::time::Instant;
 use super::wire::{Completed, CustodyInfo, PendingTask, ResourceState, Response, Submitted, TaskMsg, Transfer, Waiter};
 use marks::Marks;
+use recovery::Recovery;
 use replica::Replicas;
-use replication::{OWED_PER_RESOURCE_MAX, Owed, Peer};
+use replication::{OWED_PER_RESOURCE_MAX, Owed, Peer, SyncRound};
 
 /// Submits a gateway tracks at once (waiting for acceptance or an outcome);
 /// past it, new submits get `Busy`.
@@ -167,6 +168,17 @@ pub struct CustodyStats {
     pub replica_stale: u64,
     /// Writes this node's replicas refused, past their bounds.
     pub replica_refusals: u64,
+    /// Parts whose recovery started (their custodian was removed).
+    pub recoveries_started: u64,
+    /// Parts whose recovery cannot complete: every replica answered and
+    /// none held the previous custodian's complete copy.
+    pub recoveries_stuck: u64,
+    /// Parts taken by recovery.
+    pub ranges_recovered: u64,
+    /// Resources taken by recovery.
+    pub resources_recovered: u64,
+    /// Tasks not run yet taken by recovery.
+    pub tasks_recovered: u64,
 }
 
 /// The custody role of a piece.
@@ -354,6 +366,21 @@ pub(crate) struct Custody {
     unacked_since: Option<Instant>,
     /// Copies this node holds as a replica of other custodians.
     replicas: Replicas,
+    /// This node's marks for its latest epoch (`replication.rs`).
+    sync: Option<SyncRound>,
+    next_sync: u64,
+    /// The ring of the epoch before the latest, with its k, if this node
+    /// learned both: where a recovery finds the previous replicas.
+    prev: Option<(u64, Arc<Ring>, usize)>,
+    recoveries: BTreeMap<u64, Recovery>,
+    next_recovery: u64,
+    /// When the next recovered part's wait ends.
+    recovery_due: Option<Instant>,
+    /// `W`: how long a recovering node waits, from learning the epoch,
+    /// before it takes custody ([`super::Config::recovery_wait`]).
+    recovery_wait: Duration,
+    /// The incarnation this process started with: copies held since.
+    born: u64,
     outputs: Vec<CustodyOutput>,
     stats: CustodyStats,
 }
@@ -386,6 +413,14 @@ impl Custody {
             unacked: BTreeSet::new(),
             unacked_since: None,
             replicas: Replicas::default(),
+            sync: None,
+            next_sync: 1,
+            prev: None,
+            recoveries: BTreeMap::new(),
+            next_recovery: 1,
+            recovery_due: None,
+            recovery_wait: super::Config::lan().recovery_wait(),
+            born: me.incarnation,
             outputs: Vec::new(),
             stats: CustodyStats::default(),
         }
@@ -402,6 +437,11 @@ impl Custody {
     /// The latest epoch custody acts on.
     pub(crate) fn epoch(&self) -> u64 {
         self.epoch
+    }
+
+    /// Sets the wait before a recovered part is taken (`W`).
+    pub(crate) fn set_recovery_wait(&mut self, wait: Duration) {
+        self.recovery_wait = wait;
     }
 
     /// Builds rings through `rings` from now on.
@@ -426,7 +466,13 @@ impl Custody {
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         let transfers = self.outgoing.values().filter(|o| !o.in_doubt).map(|o| o.sent_at + TRANSFER_RETRY).min();
         let gateway = self.gateway.values().map(|p| p.retry_at.min(p.deadline)).min();
-        transfers.into_iter().chain(gateway).chain(self.replication_deadline()).min()
+        transfers
+            .into_iter()
+            .chain(gateway)
+            .chain(self.replication_deadline())
+            .chain(self.sync_deadline())
+            .chain(self.recovery_deadline())
+            .min()
     }
 
     // ---- epochs -------------------------------------------------------------
@@ -437,6 +483,7 @@ impl Custody {
             return;
         }
         let first = self.epoch == 0;
+        self.prev = self.ring.take().map(|ring| (self.epoch, ring, self.k));
         self.epoch = config.epoch;
         self.k = usize::from(config.replication);
         self.ring = Some(self.rings.ring(config));
@@ -456,6 +503,8 @@ impl Custody {
             }
         }
         self.recut(now);
+        self.restart_sync();
+        self.start_recoveries(config, now);
     }
 
     /// Cuts every piece that may move along the latest ring.
@@ -501,11 +550,6 @@ impl Custody {
                 self.touch(&key, now);
             }
         }
-        // Copies of resources this node no longer replicates, all run: gone.
-        let (me, k) = (self.me.addr, self.k);
-        self.replicas.retain(|key| {
-            ring.locate_point(key.0).is_some_and(|(range, _)| ring.replicas(range, k).iter().any(|m| m.addr == me))
-        });
         self.send_sealed(now);
     }
 
@@ -1019,6 +1063,7 @@ impl Custody {
                 self.pieces.insert(span.end, Piece { span, act_epoch: t.epoch, epoch: t.epoch, role: role.clone() });
             }
             self.recut(now);
+            self.restart_sync();
         }
         self.outputs.push(CustodyOutput::Send(from, ack));
     }
@@ -1095,6 +1140,8 @@ impl Custody {
 
     pub(crate) fn handle_timeout(&mut self, now: Instant, lease_ok: bool) {
         self.replication_timeout(now);
+        self.sync_timeout(now);
+        self.recovery_timeout(now);
         let resend: Vec<u64> = self
             .outgoing
             .iter()
@@ -1180,6 +1227,8 @@ impl Custody {
             handoffs_in_doubt: self.stats.transfers_in_doubt,
             replica_resources: self.replicas.len() as u64,
             replica_tasks: self.replicas.tasks() as u64,
+            ranges_recovering: self.recovering().0 as u64,
+            ranges_unrecoverable: self.recovering().1 as u64,
         }
     }
 
@@ -1201,7 +1250,14 @@ impl TaskMsg {
             | TaskMsg::Rejected { req, .. }
             | TaskMsg::Done { req, .. }
             | TaskMsg::Submit { req, .. } => *req = number,
-            TaskMsg::Transfer(_) | TaskMsg::TransferAck { .. } | TaskMsg::Replicate(_) | TaskMsg::ReplicateAck(_) => {}
+            TaskMsg::Transfer(_)
+            | TaskMsg::TransferAck { .. }
+            | TaskMsg::Replicate(_)
+            | TaskMsg::ReplicateAck(_)
+            | TaskMsg::SyncMark(_)
+            | TaskMsg::SyncAck { .. }
+            | TaskMsg::Recover { .. }
+            | TaskMsg::RecoverReply(_) => {}
         }
         self
     }
@@ -1210,6 +1266,12 @@ impl TaskMsg {
 /// The keys of `resources` whose point lies in `span`, clockwise from its
 /// start.
 fn keys_in(resources: &BTreeMap<Key, Res>, span: Span) -> Vec<Key> {
+    keys_in_map(resources, span)
+}
+
+/// The keys of a map by resource key whose point lies in `span`, clockwise
+/// from its start.
+fn keys_in_map<V>(resources: &BTreeMap<Key, V>, span: Span) -> Vec<Key> {
     use std::ops::Bound::{Excluded, Included, Unbounded};
     let from = |start: u64| match start.checked_add(1) {
         Some(p) => Included((p, String::new())),
@@ -1278,6 +1340,7 @@ fn merge(mut pieces: Vec<Piece>) -> BTreeMap<u64, Piece> {
 }
 
 mod marks;
+mod recovery;
 mod replica;
 mod replication;
 

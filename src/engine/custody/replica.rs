@@ -18,10 +18,11 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use super::super::ring::Ring;
+use super::super::ring::{Ring, Span};
 use super::super::task::DEDUP_PER_RESOURCE_MAX;
 use super::super::wire::{PendingTask, ReplicaWrite, ResourceState};
-use super::Key;
+use super::marks::Marks;
+use super::{Key, keys_in_map};
 
 /// Resources a node holds copies of, for other custodians.
 pub const REPLICA_RESOURCES_MAX: usize = 1 << 20;
@@ -33,7 +34,8 @@ pub const REPLICA_BYTES_MAX: usize = 512 * 1024 * 1024;
 /// Why a write was not taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refusal {
-    /// Older than the epoch of the last write taken for the resource.
+    /// Older than the epoch of the last write taken for the resource, or
+    /// than the epoch a recovery sealed its point at.
     Stale,
     /// Does not follow what the copy holds: the whole state is needed.
     NeedFull,
@@ -48,18 +50,13 @@ struct ResourceCopy {
     epoch: u64,
     last_seq: u64,
     executed: u64,
-    // What a successor needs besides the tasks; read back when a copy is
-    // handed over (the tests, and recovery).
-    #[cfg_attr(not(test), expect(dead_code, reason = "kept for the copy's reader"))]
     token_floor: u64,
     /// Tasks numbered `executed + 1 ..= last_seq`, in order.
     pending: VecDeque<PendingTask>,
     bytes: usize,
     /// Recent task ids: `(id, seq, token epoch or 0)`, in sequence order.
     dedup: VecDeque<(String, u64, u64)>,
-    #[cfg_attr(not(test), expect(dead_code, reason = "kept for the copy's reader"))]
     token_epochs: Vec<(u64, u64)>,
-    #[cfg_attr(not(test), expect(dead_code, reason = "kept for the copy's reader"))]
     forgotten: Vec<(u64, u64)>,
 }
 
@@ -69,6 +66,12 @@ pub(crate) struct Replicas {
     copies: BTreeMap<Key, ResourceCopy>,
     tasks: usize,
     bytes: usize,
+    /// Per point, the epoch a recovery sealed it at: writes of older epochs
+    /// are refused.
+    sealed: Marks,
+    /// Per point, the highest epoch in which a custodian marked this
+    /// node's copies complete (a checked [`super::super::wire::SyncMark`]).
+    synced: Marks,
 }
 
 impl Replicas {
@@ -87,7 +90,7 @@ impl Replicas {
     pub(crate) fn apply(&mut self, epoch: u64, write: ReplicaWrite) -> Result<u64, Refusal> {
         let name = write.resource().to_string();
         let key: Key = (Ring::key_hash(&name), name);
-        if self.copies.get(&key).is_some_and(|c| c.epoch > epoch) {
+        if self.copies.get(&key).is_some_and(|c| c.epoch > epoch) || epoch < self.sealed.at(key.0) {
             return Err(Refusal::Stale);
         }
         match write {
@@ -185,6 +188,54 @@ impl Replicas {
         result
     }
 
+    /// Seals `span` at `epoch`: from now on writes of older epochs to its
+    /// points are refused, so a custodian cut off before `epoch` can no
+    /// longer reach a write quorum here.
+    pub(crate) fn seal(&mut self, span: Span, epoch: u64) {
+        self.sealed.raise(span, epoch);
+    }
+
+    /// A custodian says the copies of `spans` are complete as of `epoch` if
+    /// this node holds every listed resource up to the listed number. Marks
+    /// the parts and returns true if it does; false (and marks nothing)
+    /// otherwise.
+    pub(crate) fn mark_synced(&mut self, epoch: u64, spans: &[Span], resources: &[(String, u64)]) -> bool {
+        let complete = resources.iter().all(|(name, n)| {
+            let key: Key = (Ring::key_hash(name), name.clone());
+            self.copies.get(&key).is_some_and(|c| c.last_seq >= *n && c.epoch <= epoch)
+        });
+        if complete {
+            for &span in spans {
+                self.synced.raise(span, epoch);
+            }
+        }
+        complete
+    }
+
+    /// The lowest epoch the copies of `span` were marked complete in.
+    pub(crate) fn synced(&self, span: Span) -> u64 {
+        self.synced.lowest(span)
+    }
+
+    /// The copies of the resources in `span`, as handed-off states.
+    pub(crate) fn states_in(&self, span: Span) -> Vec<ResourceState> {
+        keys_in_map(&self.copies, span).into_iter().map(|key| self.state_of(&key)).collect()
+    }
+
+    fn state_of(&self, key: &Key) -> ResourceState {
+        let c = &self.copies[key];
+        ResourceState {
+            resource: key.1.clone(),
+            last_seq: c.last_seq,
+            executed: c.executed,
+            token_floor: c.token_floor,
+            pending: c.pending.iter().cloned().collect(),
+            dedup: c.dedup.iter().cloned().collect(),
+            token_epochs: c.token_epochs.clone(),
+            forgotten: c.forgotten.clone(),
+        }
+    }
+
     /// Whether `tasks` more tasks of `bytes` more bytes fit, for `key`.
     fn fits(&self, key: &Key, tasks: usize, bytes: usize) -> bool {
         (self.copies.contains_key(key) || self.copies.len() < REPLICA_RESOURCES_MAX)
@@ -199,30 +250,11 @@ impl Replicas {
         }
     }
 
-    /// Drops the copies `keep` says no: resources this node no longer
-    /// replicates and whose tasks have all run.
-    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&Key) -> bool) {
-        let gone: Vec<Key> =
-            self.copies.iter().filter(|(k, c)| c.pending.is_empty() && !keep(k)).map(|(k, _)| k.clone()).collect();
-        for key in gone {
-            self.remove(&key);
-        }
-    }
-
     /// The copy of a resource as a handed-off state, if held.
     #[cfg(test)]
     pub(crate) fn state(&self, resource: &str) -> Option<ResourceState> {
         let key: Key = (Ring::key_hash(resource), resource.to_string());
-        self.copies.get(&key).map(|c| ResourceState {
-            resource: resource.to_string(),
-            last_seq: c.last_seq,
-            executed: c.executed,
-            token_floor: c.token_floor,
-            pending: c.pending.iter().cloned().collect(),
-            dedup: c.dedup.iter().cloned().collect(),
-            token_epochs: c.token_epochs.clone(),
-            forgotten: c.forgotten.clone(),
-        })
+        self.copies.contains_key(&key).then(|| self.state_of(&key))
     }
 }
 
@@ -302,14 +334,19 @@ mod tests {
     }
 
     #[test]
-    fn retain_drops_only_finished_copies() {
+    fn a_sealed_point_refuses_older_writes_and_a_mark_needs_everything_listed() {
         let mut r = Replicas::default();
-        r.apply(1, delta(0, 0, 1..=1)).unwrap();
-        r.retain(|_| false);
-        assert_eq!(r.len(), 1, "a copy with tasks not run stays");
-        let watermark = ReplicaWrite::Delta { resource: "r".into(), base: 1, executed: 1, tasks: Vec::new() };
-        r.apply(1, watermark).unwrap();
-        r.retain(|_| false);
-        assert_eq!(r.len(), 0);
+        let point = Ring::key_hash("r");
+        let around = Span { start: point - 1, end: point };
+        assert_eq!(r.apply(3, delta(0, 0, 1..=2)), Ok(2));
+        assert!(!r.mark_synced(3, &[around], &[("r".into(), 3)]), "task 3 is not held");
+        assert_eq!(r.synced(around), 0);
+        assert!(r.mark_synced(3, &[around], &[("r".into(), 2)]));
+        assert_eq!(r.synced(around), 3);
+        r.seal(around, 5);
+        assert_eq!(r.apply(4, delta(2, 0, 3..=3)), Err(Refusal::Stale), "a custodian of epoch 4 is cut off");
+        assert_eq!(r.apply(5, delta(2, 0, 3..=3)), Ok(3));
+        assert_eq!(r.states_in(around).len(), 1);
+        assert!(r.states_in(Span { start: point, end: point.wrapping_add(10) }).is_empty());
     }
 }

@@ -24,12 +24,15 @@
 //! when it is durable (`owed`). A task received by a transfer is durable
 //! again only once this node's own replicas hold it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::super::ring::{Ring, Span};
 use super::super::time::Instant;
-use super::super::wire::{PendingTask, ReplicaWrite, Replicate, ReplicateAck, ResourceState, TaskMsg, Waiter};
+use super::super::wire::{
+    PendingTask, ReplicaWrite, Replicate, ReplicateAck, ResourceState, SyncMark, TaskMsg, Waiter,
+};
 use super::replica::Refusal;
 use super::{Custody, CustodyOutput, Key, Res, Role};
 
@@ -264,7 +267,7 @@ impl Custody {
     /// A replica's answer: count what it holds towards the quorum.
     pub(crate) fn on_replicate_ack(&mut self, from: SocketAddr, ack: ReplicateAck, now: Instant) {
         for (name, n) in ack.held {
-            let key: Key = (super::Ring::key_hash(&name), name);
+            let key: Key = (Ring::key_hash(&name), name);
             let Some(res) = self.resources.get_mut(&key) else { continue };
             let last = res.last_seq;
             let Some(p) = res.peers.iter_mut().find(|p| p.addr == from) else { continue };
@@ -275,7 +278,7 @@ impl Custody {
             self.settle_durable(&key, now);
         }
         for name in ack.need_full {
-            let key: Key = (super::Ring::key_hash(&name), name);
+            let key: Key = (Ring::key_hash(&name), name);
             if let Some(p) = self.resources.get_mut(&key).and_then(|res| res.peers.iter_mut().find(|p| p.addr == from))
             {
                 p.full = true;
@@ -334,6 +337,159 @@ fn write_bytes(write: &ReplicaWrite) -> usize {
 
 /// The waiter a gateway's answer goes to.
 pub(super) type Owed = (u64, Waiter, bool);
+
+/// What one replica's mark will say: its parts, their resources with the
+/// last number assigned, and whether it holds them all up to it.
+type MarkDraft = (Vec<Span>, Vec<(String, u64)>, bool);
+
+/// How often a custodian whose sync of the latest epoch is not complete
+/// checks again which replicas are ready for their mark.
+pub const SYNC_INTERVAL: Duration = Duration::from_millis(50);
+
+/// A custodian's marks for its latest epoch: once a replica holds every
+/// resource of the parts it replicates up to the number the custodian
+/// assigned last, the custodian sends it a [`SyncMark`] naming them. A
+/// replica that checks it marks the parts complete as of the epoch, which
+/// is what a recovery needs to find in a read quorum (see `recovery.rs`).
+#[derive(Debug)]
+pub(super) struct SyncRound {
+    epoch: u64,
+    /// Replicas every mark of which went out (acknowledged or not yet).
+    covered: BTreeSet<SocketAddr>,
+    /// Marks sent and not acknowledged: id → (replica, mark, sent at).
+    outstanding: BTreeMap<u64, (SocketAddr, SyncMark, Instant)>,
+    next_try: Instant,
+    complete: bool,
+}
+
+impl Custody {
+    /// The pieces changed (a new epoch, a part taken): every replica needs
+    /// a new mark for this epoch.
+    pub(super) fn restart_sync(&mut self) {
+        self.sync = Some(SyncRound {
+            epoch: self.epoch,
+            covered: BTreeSet::new(),
+            outstanding: BTreeMap::new(),
+            next_try: Instant::ZERO,
+            complete: false,
+        });
+    }
+
+    pub(super) fn sync_deadline(&self) -> Option<Instant> {
+        let s = self.sync.as_ref()?;
+        let resend = s.outstanding.values().map(|(_, _, at)| *at + REPLICATE_RETRY).min();
+        let retry = (!s.complete).then_some(s.next_try);
+        resend.into_iter().chain(retry).min()
+    }
+
+    /// Sends the marks of replicas that became ready, and again those not
+    /// acknowledged for a while.
+    pub(super) fn sync_timeout(&mut self, now: Instant) {
+        let Some(s) = self.sync.as_mut() else { return };
+        for (_, (to, mark, at)) in s.outstanding.iter_mut() {
+            if now >= *at + REPLICATE_RETRY {
+                *at = now;
+                self.outputs.push(CustodyOutput::Send(*to, TaskMsg::SyncMark(mark.clone())));
+            }
+        }
+        if s.complete || now < s.next_try {
+            return;
+        }
+        s.next_try = now + SYNC_INTERVAL;
+        let Some(ring) = self.ring.clone() else { return };
+        // Per replica: the parts it replicates, and whether it holds all of
+        // their resources up to date.
+        let mut parts: BTreeMap<SocketAddr, MarkDraft> = BTreeMap::new();
+        let active: Vec<Span> = self.pieces.values().filter(|p| p.role == Role::Active).map(|p| p.span).collect();
+        for span in active {
+            for (range, part, _) in ring.cut(span) {
+                let keys = super::keys_in(&self.resources, part);
+                for key in &keys {
+                    self.refresh_peers(key);
+                }
+                for m in ring.replicas(range, self.k) {
+                    if m.addr == self.me.addr {
+                        continue;
+                    }
+                    let entry = parts.entry(m.addr).or_insert_with(|| (Vec::new(), Vec::new(), true));
+                    entry.0.push(part);
+                    for key in &keys {
+                        let res = &self.resources[key];
+                        let held = res.peers.iter().find(|p| p.addr == m.addr).map_or(0, |p| p.held);
+                        entry.2 &= held >= res.last_seq;
+                        entry.1.push((key.1.clone(), res.last_seq));
+                    }
+                }
+            }
+        }
+        let s = self.sync.as_mut().expect("checked");
+        let mut all = true;
+        for (addr, (spans, resources, ready)) in parts {
+            if s.covered.contains(&addr) {
+                continue;
+            }
+            if !ready {
+                all = false;
+                continue;
+            }
+            s.covered.insert(addr);
+            // Chunks by parts: a replica marks only what it checked.
+            let (mut chunk_spans, mut chunk_res, mut bytes) = (Vec::new(), Vec::new(), 0usize);
+            let mut by_span: BTreeMap<u64, Vec<(String, u64)>> = BTreeMap::new();
+            for (name, n) in resources {
+                by_span.entry(Ring::key_hash(&name)).or_default().push((name, n));
+            }
+            let mut marks = Vec::new();
+            for span in spans {
+                let names: Vec<(String, u64)> = by_span
+                    .iter()
+                    .filter(|(point, _)| span.contains(**point))
+                    .flat_map(|(_, v)| v.iter().cloned())
+                    .collect();
+                bytes += 24 + names.iter().map(|(n, _)| n.len() + 10).sum::<usize>();
+                chunk_spans.push(span);
+                chunk_res.extend(names);
+                if bytes >= REPLICATE_CHUNK_BYTES {
+                    marks.push((std::mem::take(&mut chunk_spans), std::mem::take(&mut chunk_res)));
+                    bytes = 0;
+                }
+            }
+            if !chunk_spans.is_empty() {
+                marks.push((chunk_spans, chunk_res));
+            }
+            for (spans, resources) in marks {
+                let id = self.next_sync;
+                self.next_sync += 1;
+                let mark = SyncMark { id, epoch: s.epoch, spans, resources };
+                self.outputs.push(CustodyOutput::Send(addr, TaskMsg::SyncMark(mark.clone())));
+                s.outstanding.insert(id, (addr, mark, now));
+            }
+        }
+        s.complete = all;
+    }
+
+    /// A custodian's mark: check it, answer.
+    pub(crate) fn on_sync_mark(&mut self, from: SocketAddr, mark: SyncMark) {
+        let ok = self.replicas.mark_synced(mark.epoch, &mark.spans, &mark.resources);
+        if !ok {
+            tracing::debug!(from = %from, id = mark.id, "a sync mark for copies not complete here");
+        }
+        self.outputs.push(CustodyOutput::Send(from, TaskMsg::SyncAck { id: mark.id, ok }));
+    }
+
+    /// A replica checked a mark: done with it, or (not complete there) the
+    /// replica gets a new one once it is.
+    pub(crate) fn on_sync_ack(&mut self, from: SocketAddr, id: u64, ok: bool) {
+        let Some(s) = self.sync.as_mut() else { return };
+        if s.outstanding.get(&id).is_some_and(|(to, _, _)| *to == from) {
+            s.outstanding.remove(&id);
+            if !ok {
+                s.covered.remove(&from);
+                s.complete = false;
+            }
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

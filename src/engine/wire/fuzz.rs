@@ -40,8 +40,9 @@ use crate::engine::ring::Span;
 use crate::engine::task::{Outcome, Task, Token};
 use crate::engine::wire::{
     self, Completed, CustodyInfo, EpochMsg, FRAME_LEN_MAX, Frame, LeaseStatus, MemberInfo, MemberState, Message,
-    OwnerInfo, PendingTask, ReplicaWrite, Replicate, ReplicateAck, Request, ResourceState, Response, StatusInfo,
-    StatusMember, Submitted, SyncMember, TaskMsg, Transfer, Waiter, WireError,
+    OwnerInfo, PendingTask, RECOVER_CHUNKS_MAX, RecoverReply, ReplicaWrite, Replicate, ReplicateAck, Request,
+    ResourceState, Response, StatusInfo, StatusMember, Submitted, SyncMark, SyncMember, TaskMsg, Transfer, Waiter,
+    WireError,
 };
 use crate::engine::{ClientId, Config, Input, Instant, Node, Output};
 
@@ -488,6 +489,8 @@ impl Gen {
                     handoffs_in_doubt: self.u64(),
                     replica_resources: self.u64(),
                     replica_tasks: self.u64(),
+                    ranges_recovering: self.u64(),
+                    ranges_unrecoverable: self.u64(),
                 },
             }),
             3 => Response::Owner(self.bool().then(|| OwnerInfo {
@@ -565,7 +568,7 @@ impl Gen {
     }
 
     fn task_msg(&mut self) -> TaskMsg {
-        match self.below(10) {
+        match self.below(14) {
             0 => TaskMsg::Submit {
                 req: self.u64(),
                 task: self.task(),
@@ -586,6 +589,37 @@ impl Gen {
             },
             7 => TaskMsg::TransferAck { id: self.u64() },
             8 => TaskMsg::Replicate(self.replicate()),
+            9 => TaskMsg::SyncMark(SyncMark {
+                id: self.u64(),
+                epoch: self.u64(),
+                spans: self.disjoint_spans(),
+                resources: self.distinct_names().into_iter().map(|n| (n, self.u64())).collect(),
+            }),
+            10 => TaskMsg::SyncAck { id: self.u64(), ok: self.bool() },
+            11 => TaskMsg::Recover {
+                id: self.u64(),
+                epoch: self.u64(),
+                span: Span { start: self.u64(), end: self.u64() },
+            },
+            12 => {
+                let chunks = 1 + self.below(u64::from(RECOVER_CHUNKS_MAX)) as u32;
+                let mut resources: Vec<ResourceState> = Vec::new();
+                for _ in 0..self.size(3) {
+                    let state = self.resource_state();
+                    if resources.iter().all(|r| r.resource != state.resource) {
+                        resources.push(state);
+                    }
+                }
+                TaskMsg::RecoverReply(RecoverReply {
+                    id: self.u64(),
+                    epoch: self.u64(),
+                    born: self.u64(),
+                    synced: self.u64(),
+                    chunk: self.below(u64::from(chunks)) as u32,
+                    chunks,
+                    resources,
+                })
+            }
             _ => TaskMsg::ReplicateAck(ReplicateAck {
                 epoch: self.u64(),
                 held: self.distinct_names().into_iter().map(|n| (n, self.u64())).collect(),
@@ -622,10 +656,10 @@ impl Gen {
         Replicate { epoch: self.u64(), writes }
     }
 
-    /// A transfer as a sender makes one: disjoint parts, distinct resources,
-    /// each within its bounds.
-    fn transfer(&mut self) -> Transfer {
-        let spans = if self.one_in(8) {
+    /// Disjoint arcs as a sender cuts them: the whole circle, or arcs
+    /// between sorted points (one of them may wrap past the top).
+    fn disjoint_spans(&mut self) -> Vec<Span> {
+        if self.one_in(8) {
             let at = self.u64();
             vec![Span { start: at, end: at }]
         } else {
@@ -639,7 +673,13 @@ impl Gen {
                 spans.push(Span { start: points[points.len() - 1], end: points[0] });
             }
             spans
-        };
+        }
+    }
+
+    /// A transfer as a sender makes one: disjoint parts, distinct resources,
+    /// each within its bounds.
+    fn transfer(&mut self) -> Transfer {
+        let spans = self.disjoint_spans();
         let mut resources: Vec<ResourceState> = (0..self.size(6)).map(|_| self.resource_state()).collect();
         resources.sort_by(|a, b| a.resource.cmp(&b.resource));
         resources.dedup_by(|a, b| a.resource == b.resource);

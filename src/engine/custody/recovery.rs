@@ -1,0 +1,460 @@
+//! Recovery: rebuilding a part whose previous custodian was removed without
+//! handing it off.
+//!
+//! When a node learns epoch `E` and owns a part that nobody hands to it
+//! because its custodian in epoch `E − 1` is not a member of `E` any more
+//! (crashed, or cut off and removed by votes or by its lapsed lease), it
+//! recovers the part:
+//!
+//! 1. It asks the part's replicas in `E − 1` (the previous ring's
+//!    `replicas`, custodian included) to **seal** the part at `E` and send
+//!    what they hold of it. A sealed replica refuses every write of an older
+//!    epoch, so a custodian cut off before `E` can no longer reach a write
+//!    quorum: it can acknowledge nothing more.
+//! 2. It waits for a **read quorum** of them, `n − (n/2 + 1) + 1` of the
+//!    `n` replicas, from processes that held the copies in `E − 1` (a
+//!    restarted process lost them). A write quorum and a read quorum
+//!    intersect, so every task the previous custodian acknowledged in
+//!    `E − 1` is in some reply; and at least one reply must carry the
+//!    previous custodian's sync mark of `E − 1` (its copies were complete
+//!    when that epoch began), so every task acknowledged before is in it.
+//!    Without such a reply the part stays unavailable (never taken without
+//!    the quorum), and is reported.
+//! 3. It merges the replies: per resource the highest watermark, the tasks
+//!    after it by sequence number, the dedup windows together.
+//! 4. It waits `W = lease·(1 + ρ)/(1 − ρ)` from when it learned `E`: the
+//!    previous custodian's last lease, granted before `E` was committed,
+//!    has run out by then even with drifting clocks, so it starts nothing
+//!    more.
+//! 5. It takes the part as custodian at epoch `E` (tokens of `E`, above the
+//!    previous custodian's), raises its marks (a late transfer of the part
+//!    is refused), and replicates the merged state to its own replicas
+//!    before any task runs.
+//!
+//! The task the previous custodian was running, and tasks it ran whose
+//! watermark had not reached the replicas, run again (attempt > 1): at
+//! least once, with the token telling the resource which effect is newer.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::super::epoch::Configuration;
+use super::super::id::NodeId;
+use super::super::ring::{Ring, Span};
+use super::super::task::{DEDUP_PER_RESOURCE_MAX, TOKEN_EPOCHS_PER_RESOURCE_MAX};
+use super::super::time::Instant;
+use super::super::wire::{PendingTask, RECOVER_CHUNKS_MAX, RecoverReply, ResourceState, TaskMsg};
+use super::{Custody, CustodyOutput, Piece, Role, is_life, overlaps};
+
+/// How often a recovering node asks again the replicas that have not
+/// answered.
+pub const RECOVER_RETRY: Duration = Duration::from_secs(1);
+/// Parts a node recovers at once; past it, more wait for a later epoch.
+pub const RECOVERIES_MAX: usize = 65_536;
+/// Bytes of resource state per reply chunk, roughly.
+pub const RECOVER_CHUNK_BYTES: usize = 256 * 1024;
+
+/// A reply being assembled from its chunks.
+#[derive(Debug, Default)]
+struct Reply {
+    synced: u64,
+    chunks: u32,
+    got: BTreeSet<u32>,
+    resources: Vec<ResourceState>,
+}
+
+impl Reply {
+    fn complete(&self) -> bool {
+        self.chunks > 0 && self.got.len() == self.chunks as usize
+    }
+}
+
+/// One part being recovered.
+#[derive(Debug)]
+pub(super) struct Recovery {
+    span: Span,
+    /// The epoch this node owns the part in.
+    epoch: u64,
+    /// When this node learned `epoch`: the wait counts from there.
+    learned_at: Instant,
+    /// The part's replicas in the epoch before.
+    members: Vec<NodeId>,
+    /// Replies needed (the read quorum).
+    needed: usize,
+    replies: BTreeMap<SocketAddr, Reply>,
+    asked_at: Instant,
+    /// The merged state, once a read quorum answered.
+    merged: Option<Vec<ResourceState>>,
+    /// Whether the part was reported as unrecoverable (every replica that
+    /// could answer did, and none had the previous custodian's mark).
+    stuck: bool,
+}
+
+impl Custody {
+    /// After learning `config` (the latest epoch, one after the previous
+    /// ring's): starts recovering the parts this node owns, holds nothing
+    /// of, and whose previous custodian is not a member any more.
+    pub(super) fn start_recoveries(&mut self, config: &Configuration, now: Instant) {
+        let (Some(ring), Some((prev_epoch, prev_ring, prev_k))) = (self.ring.clone(), self.prev.clone()) else {
+            return;
+        };
+        if prev_epoch + 1 != self.epoch {
+            return;
+        }
+        for (_, span, owner) in ring.ranges() {
+            if !is_life(owner, &self.me) {
+                continue;
+            }
+            for (range, part, before) in prev_ring.cut(span) {
+                if before.addr == self.me.addr
+                    || config.contains(before)
+                    || self.pieces.values().any(|p| overlaps(p.span, part))
+                    || self.recoveries.values().any(|r| overlaps(r.span, part))
+                {
+                    // Held here (by this life or an earlier one), handed off
+                    // by a member, or being recovered already.
+                    continue;
+                }
+                if self.recoveries.len() >= RECOVERIES_MAX {
+                    tracing::warn!("{RECOVERIES_MAX} parts recovering; more wait");
+                    return;
+                }
+                let members: Vec<NodeId> = prev_ring.replicas(range, prev_k).into_iter().cloned().collect();
+                let n = members.len();
+                let needed = n - (n / 2 + 1) + 1;
+                let id = self.next_recovery;
+                self.next_recovery += 1;
+                tracing::info!(part = %part, epoch = self.epoch, previous = %before, replicas = n, needed, "recovering a part whose custodian was removed");
+                self.stats.recoveries_started += 1;
+                self.recoveries.insert(
+                    id,
+                    Recovery {
+                        span: part,
+                        epoch: self.epoch,
+                        learned_at: now,
+                        members,
+                        needed,
+                        replies: BTreeMap::new(),
+                        asked_at: now,
+                        merged: None,
+                        stuck: false,
+                    },
+                );
+                self.ask(id, now);
+            }
+        }
+    }
+
+    /// Asks the replicas that have not answered.
+    fn ask(&mut self, id: u64, now: Instant) {
+        let Some(r) = self.recoveries.get_mut(&id) else { return };
+        r.asked_at = now;
+        let (span, epoch) = (r.span, r.epoch);
+        let targets: Vec<NodeId> = r.members.iter().filter(|m| !r.replies.contains_key(&m.addr)).cloned().collect();
+        for m in targets {
+            if m.addr == self.me.addr {
+                // This node was a replica too: its own copies, sealed.
+                for reply in self.seal_and_read(id, epoch, span) {
+                    self.take_reply(self.me.addr, reply, now);
+                }
+            } else {
+                self.outputs.push(CustodyOutput::Send(m.addr, TaskMsg::Recover { id, epoch, span }));
+            }
+        }
+    }
+
+    /// A recovering node asks for this node's copies of `span`: seal them
+    /// at `epoch` and answer. A node that holds part of `span` as custodian
+    /// (a removed custodian still running) does not answer: its state moves
+    /// by a transfer, or not at all.
+    pub(crate) fn on_recover(&mut self, from: SocketAddr, id: u64, epoch: u64, span: Span) {
+        if self.pieces.values().any(|p| overlaps(p.span, span)) {
+            tracing::warn!(from = %from, part = %span, "asked to recover a part this node holds; not answering");
+            return;
+        }
+        for reply in self.seal_and_read(id, epoch, span) {
+            self.outputs.push(CustodyOutput::Send(from, TaskMsg::RecoverReply(reply)));
+        }
+    }
+
+    /// Seals this node's copies of `span` at `epoch` and reads them, in
+    /// chunks.
+    fn seal_and_read(&mut self, id: u64, epoch: u64, span: Span) -> Vec<RecoverReply> {
+        self.replicas.seal(span, epoch);
+        let synced = self.replicas.synced(span);
+        let mut chunks: Vec<Vec<ResourceState>> = vec![Vec::new()];
+        let mut bytes = 0usize;
+        for state in self.replicas.states_in(span) {
+            let size = state_bytes(&state);
+            if bytes + size > RECOVER_CHUNK_BYTES && !chunks.last().expect("one").is_empty() {
+                chunks.push(Vec::new());
+                bytes = 0;
+            }
+            bytes += size;
+            chunks.last_mut().expect("one").push(state);
+        }
+        let n = u32::try_from(chunks.len()).unwrap_or(u32::MAX).min(RECOVER_CHUNKS_MAX);
+        chunks
+            .into_iter()
+            .take(n as usize)
+            .enumerate()
+            .map(|(i, resources)| RecoverReply {
+                id,
+                epoch,
+                born: self.born,
+                synced,
+                chunk: i as u32,
+                chunks: n,
+                resources,
+            })
+            .collect()
+    }
+
+    /// A chunk of a replica's answer.
+    pub(crate) fn on_recover_reply(&mut self, from: SocketAddr, reply: RecoverReply, now: Instant) {
+        self.take_reply(from, reply, now);
+    }
+
+    fn take_reply(&mut self, from: SocketAddr, reply: RecoverReply, now: Instant) {
+        let id = reply.id;
+        let Some(r) = self.recoveries.get_mut(&id) else { return };
+        if reply.epoch != r.epoch || r.merged.is_some() {
+            return;
+        }
+        // From the process that was the replica in the epoch before: one
+        // started since lost those copies.
+        let Some(member) = r.members.iter().find(|m| m.addr == from) else { return };
+        if reply.born > member.incarnation {
+            tracing::debug!(from = %from, "a replica restarted since; its answer does not count");
+            return;
+        }
+        let span = r.span;
+        let entry = r.replies.entry(from).or_default();
+        if entry.complete() || (entry.chunks != 0 && entry.chunks != reply.chunks) || !entry.got.insert(reply.chunk) {
+            return;
+        }
+        entry.chunks = reply.chunks;
+        entry.synced = reply.synced;
+        entry.resources.extend(reply.resources.into_iter().filter(|s| span.contains(Ring::key_hash(&s.resource))));
+        self.check_quorum(id, now);
+    }
+
+    /// Merges once a read quorum answered and one of them has the previous
+    /// custodian's mark; reports the part when that can no longer happen.
+    fn check_quorum(&mut self, id: u64, now: Instant) {
+        let Some(r) = self.recoveries.get_mut(&id) else { return };
+        let done: Vec<&Reply> = r.replies.values().filter(|x| x.complete()).collect();
+        let marked = done.iter().any(|x| x.synced >= r.epoch.saturating_sub(1));
+        if done.len() >= r.needed && marked {
+            let states: Vec<ResourceState> = done.iter().flat_map(|x| x.resources.iter().cloned()).collect();
+            r.merged = Some(merge(states));
+            tracing::info!(part = %r.span, epoch = r.epoch, replies = done.len(), "read quorum reached; taking custody after the lease wait");
+            let at = r.learned_at + self.recovery_wait;
+            self.recovery_due = Some(self.recovery_due.map_or(at, |d| d.min(at)));
+            if at <= now {
+                self.activate_due(now);
+            }
+        } else if done.len() == r.members.len() && !r.stuck {
+            r.stuck = true;
+            self.stats.recoveries_stuck += 1;
+            tracing::error!(part = %r.span, epoch = r.epoch, "every replica answered and none holds the previous custodian's complete copy: the part stays unavailable");
+        }
+    }
+
+    /// When recovery has work: asking again, or taking custody.
+    pub(super) fn recovery_deadline(&self) -> Option<Instant> {
+        let ask = self.recoveries.values().filter(|r| r.merged.is_none()).map(|r| r.asked_at + RECOVER_RETRY).min();
+        ask.into_iter().chain(self.recovery_due).min()
+    }
+
+    pub(super) fn recovery_timeout(&mut self, now: Instant) {
+        let again: Vec<u64> = self
+            .recoveries
+            .iter()
+            .filter(|(_, r)| r.merged.is_none() && now >= r.asked_at + RECOVER_RETRY)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in again {
+            self.ask(id, now);
+        }
+        if self.recovery_due.is_some_and(|at| now >= at) {
+            self.activate_due(now);
+        }
+    }
+
+    /// Takes custody of every merged part whose wait is over.
+    fn activate_due(&mut self, now: Instant) {
+        self.recovery_due = None;
+        let wait = self.recovery_wait;
+        let due: Vec<u64> = self
+            .recoveries
+            .iter()
+            .filter(|(_, r)| r.merged.is_some() && now >= r.learned_at + wait)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in due {
+            let r = self.recoveries.remove(&id).expect("listed");
+            if self.pieces.values().any(|p| overlaps(p.span, r.span)) {
+                // A transfer brought it meanwhile: that state is the
+                // custodian's own, sealed; keep it.
+                tracing::info!(part = %r.span, "the part arrived by a transfer while recovering");
+                continue;
+            }
+            let states = r.merged.expect("filtered");
+            self.stats.ranges_recovered += 1;
+            self.stats.resources_recovered += states.len() as u64;
+            self.stats.tasks_recovered += states.iter().map(|s| s.pending.len() as u64).sum::<u64>();
+            tracing::info!(part = %r.span, epoch = r.epoch, resources = states.len(), "took custody by recovery");
+            for state in states {
+                self.take_resource(state);
+            }
+            self.marks.raise(r.span, r.epoch);
+            self.pieces
+                .insert(r.span.end, Piece { span: r.span, act_epoch: r.epoch, epoch: r.epoch, role: Role::Active });
+            self.restart_sync();
+        }
+        let next = self.recoveries.values().filter(|r| r.merged.is_some()).map(|r| r.learned_at + wait).min();
+        self.recovery_due = next;
+        self.recut(now);
+    }
+
+    /// Parts being recovered, and of those, reported unrecoverable.
+    pub(crate) fn recovering(&self) -> (usize, usize) {
+        (self.recoveries.len(), self.recoveries.values().filter(|r| r.stuck).count())
+    }
+}
+
+/// Roughly the bytes a state takes on the wire.
+fn state_bytes(s: &ResourceState) -> usize {
+    s.resource.len()
+        + 32
+        + s.pending.iter().map(|t| t.task.weight() + 16 + t.waiters.len() * 24).sum::<usize>()
+        + s.dedup.iter().map(|(id, _, _)| id.len() + 24).sum::<usize>()
+        + s.forgotten.len() * 18
+        + s.token_epochs.len() * 16
+}
+
+/// Merges the states replicas hold of the same resources: per resource the
+/// highest watermark; the tasks after it by sequence number, up to the
+/// first number nobody holds (every acknowledged task is held by some
+/// replica of a read quorum, and only acknowledged tasks run, so a number
+/// missing from all replies was neither: it is given out again); the ids
+/// of what is kept; the newest token steps and forgotten ids.
+pub(super) fn merge(states: Vec<ResourceState>) -> Vec<ResourceState> {
+    let mut by_name: BTreeMap<String, Vec<ResourceState>> = BTreeMap::new();
+    for s in states {
+        by_name.entry(s.resource.clone()).or_default().push(s);
+    }
+    by_name.into_values().map(merge_one).collect()
+}
+
+fn merge_one(mut copies: Vec<ResourceState>) -> ResourceState {
+    // The copy that saw the most run leads: its token steps and forgotten
+    // ids are the newest.
+    copies.sort_by_key(|s| (s.executed, s.last_seq));
+    let lead = copies.last().expect("grouped").clone();
+    let executed = lead.executed;
+    let mut tasks: BTreeMap<u64, PendingTask> = BTreeMap::new();
+    for s in &copies {
+        for t in &s.pending {
+            if t.seq > executed {
+                tasks.entry(t.seq).or_insert_with(|| t.clone());
+            }
+        }
+    }
+    let mut pending = Vec::new();
+    let mut last = executed;
+    for (seq, t) in tasks {
+        if seq != last + 1 {
+            break;
+        }
+        last = seq;
+        pending.push(t);
+    }
+    let highest = copies.iter().map(|s| s.last_seq).max().unwrap_or(0);
+    if highest > last {
+        tracing::debug!(resource = %lead.resource, held = last, highest, "numbers past the merged tasks were not acknowledged; given out again");
+    }
+    let mut dedup: BTreeMap<u64, (String, u64, u64)> = BTreeMap::new();
+    for s in &copies {
+        for d in &s.dedup {
+            if d.1 <= last {
+                let e = dedup.entry(d.1).or_insert_with(|| d.clone());
+                e.2 = e.2.max(d.2);
+            }
+        }
+    }
+    let mut dedup: Vec<(String, u64, u64)> = dedup.into_values().collect();
+    // The window: every id not run yet, and the last ones that ran.
+    let ran = dedup.iter().filter(|d| d.1 <= executed).count();
+    if ran > DEDUP_PER_RESOURCE_MAX {
+        dedup.drain(..ran - DEDUP_PER_RESOURCE_MAX);
+    }
+    let mut seen = BTreeSet::new();
+    dedup.retain(|d| seen.insert(d.0.clone()));
+    let token_floor = copies.iter().map(|s| s.token_floor).max().unwrap_or(0);
+    let mut token_epochs = lead.token_epochs.clone();
+    token_epochs.truncate(TOKEN_EPOCHS_PER_RESOURCE_MAX);
+    ResourceState {
+        resource: lead.resource.clone(),
+        last_seq: last,
+        executed,
+        token_floor,
+        pending,
+        dedup,
+        token_epochs,
+        forgotten: lead.forgotten,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::task::Task;
+
+    fn task(seq: u64) -> PendingTask {
+        let task = Task { id: format!("t{seq}"), resource: "r".into(), payload: Vec::new() };
+        PendingTask { seq, task, attempts: 0, waiters: Vec::new() }
+    }
+
+    fn state(executed: u64, last: u64, floor: u64) -> ResourceState {
+        ResourceState {
+            resource: "r".into(),
+            last_seq: last,
+            executed,
+            token_floor: floor,
+            pending: (executed + 1..=last).map(task).collect(),
+            dedup: (1..=last).map(|s| (format!("t{s}"), s, 0)).collect(),
+            token_epochs: vec![(1, floor)],
+            forgotten: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn merging_takes_the_highest_watermark_and_every_task_after_it() {
+        // One replica saw tasks up to 10 with 3 run; another saw 8 run.
+        let merged = merge(vec![state(3, 10, 2), state(8, 9, 4)]);
+        assert_eq!(merged.len(), 1);
+        let m = &merged[0];
+        assert_eq!((m.executed, m.last_seq, m.token_floor), (8, 10, 4));
+        assert_eq!(m.pending.iter().map(|t| t.seq).collect::<Vec<_>>(), vec![9, 10]);
+        assert_eq!(m.dedup.len(), 10);
+        assert_eq!(m.token_epochs, vec![(1, 4)], "the leading copy's steps");
+        m.validate().unwrap();
+    }
+
+    #[test]
+    fn numbers_nobody_holds_are_given_out_again_and_their_ids_forgotten() {
+        // Task 6 reached nobody of the quorum; 7 reached one (not
+        // acknowledged either, since 6 was not durable before it).
+        let mut with_gap = state(4, 7, 2);
+        with_gap.pending.retain(|t| t.seq != 6);
+        let merged = merge(vec![with_gap.clone(), state(4, 5, 2)]);
+        let m = &merged[0];
+        assert_eq!(m.last_seq, 5);
+        assert_eq!(m.pending.iter().map(|t| t.seq).collect::<Vec<_>>(), vec![5]);
+        assert!(m.dedup.iter().all(|d| d.1 <= 5), "{:?}", m.dedup);
+        m.validate().unwrap();
+    }
+}
