@@ -22,7 +22,7 @@ pub(crate) fn init_logging(default_level: &str) {
 
 pub(crate) async fn run_node(args: NodeArgs) -> Result<()> {
     init_logging("info");
-    let config = Config { voters: args.voters, workers: args.tasks.workers, ..args.profile.config() };
+    let config = Config { voters: args.voters, ..args.tasks.config(args.profile).map_err(anyhow::Error::msg)? };
     let handler = CliHandler::new(&args.tasks)?;
     let mut builder = Cluster::builder().listen(args.listen).join(args.join).config(config).handler(handler);
     if let Some(name) = args.name {
