@@ -110,10 +110,11 @@ impl Store {
         let mut guard = self.0.lock().expect("store lock");
         let db = &mut *guard;
         let row = db.rows.entry(account.to_string()).or_default();
-        // The fencing check. custody's tokens of one resource strictly increase
-        // in execution order, across custodians, so a token not above the last
-        // one applied belongs to an execution that custody has since superseded
-        // (a former custodian paused past its lease, say): refuse its write.
+        // The fencing check. custody's tokens of one resource increase in
+        // execution order, across custodians, so a token not above the last one
+        // applied belongs to an execution that custody has since superseded (a
+        // former custodian paused past its lease, say), or to a task run again
+        // after a cancelled run whose write landed: refuse its write.
         if let Some(last) = row.last_token
             && token <= last
         {

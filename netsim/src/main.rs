@@ -513,13 +513,14 @@ fn print_report(report: &Report, replay: &str) {
             format!("latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms", l.p50_ms, l.p99_ms, l.max_ms)
         });
         println!(
-            "  tasks: {} submitted, {} completed, {} executed ({} executions, {} duplicates); retries: {} unavailable, \
-             {} busy, {} reset; {} gave up, {} rejected; {latency}",
+            "  tasks: {} submitted, {} completed, {} executed ({} executions, {} duplicates, {} cancelled); retries: {} \
+             unavailable, {} busy, {} reset; {} gave up, {} rejected; {latency}",
             t.submitted,
             t.completed,
             t.executed,
             t.executions,
             t.duplicate_executions,
+            t.cancelled_executions,
             t.unavailable_retries,
             t.busy_retries,
             t.reset_retries,

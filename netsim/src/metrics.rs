@@ -507,7 +507,16 @@ mod tests {
     }
 
     fn exec(task: u64, resource: u64, start: u64, end: Option<u64>) -> ExecRecord {
-        ExecRecord { node: 0, task, resource, token: Token { epoch: 1, seq: 1 }, attempt: 1, start, end }
+        ExecRecord {
+            node: 0,
+            task,
+            resource,
+            token: Token { epoch: 1, seq: 1 },
+            attempt: 1,
+            start,
+            end,
+            cancelled: false,
+        }
     }
 
     #[test]

@@ -92,8 +92,10 @@ pub struct Workload {
     /// How arrivals are spaced.
     pub arrivals: Arrivals,
     /// How long a task runs, in milliseconds of true time: every task (fixed
-    /// execution times), or on average (exponential ones). At most the
-    /// configuration's `d_max`.
+    /// execution times), or on average (exponential ones). The longest (see
+    /// [`ExecTime::max_ms`]) at most the configuration's `d_max`, which may
+    /// be far longer than a lease (tasks of 30 s on average: `--exec exp
+    /// --task-ms 30000 --set d_max_ms=300000`).
     pub task_ms: u64,
     /// Whether execution times are fixed or exponential (default fixed).
     #[serde(default)]
@@ -220,14 +222,15 @@ impl Workload {
         let d_max_ms = u64::try_from(config.d_max.as_millis()).unwrap_or(u64::MAX);
         let longest = self.exec.max_ms(self.task_ms);
         if longest > d_max_ms {
-            return Err(match self.exec {
+            let what = match self.exec {
                 ExecTime::Fixed => format!("tasks of {} ms outlast d_max ({d_max_ms} ms)", self.task_ms),
                 ExecTime::Exponential => format!(
                     "exponential tasks of mean {} ms run up to {longest} ms ({}× the mean), beyond d_max ({d_max_ms} ms)",
                     self.task_ms,
                     ExecTime::EXP_CAP
                 ),
-            });
+            };
+            return Err(format!("{what}; raise it with --set d_max_ms={longest}"));
         }
         match self.distribution {
             Distribution::Uniform => {}

@@ -158,6 +158,10 @@ pub struct Tasks {
     pub executions: u64,
     /// Executions beyond the first of their task.
     pub duplicate_executions: u64,
+    /// Executions their custodian cancelled (the lease they ran under was
+    /// ending): their tasks ran again.
+    #[serde(default)]
+    pub cancelled_executions: u64,
     /// Submits retried after an `Unavailable` answer.
     pub unavailable_retries: u64,
     /// Submits retried after a `Busy` answer.

@@ -46,9 +46,12 @@ pub struct ExecRecord {
     pub attempt: u32,
     /// True time it started, µs.
     pub start: u64,
-    /// True time it ended (its end was reported to the node, or the node
-    /// stopped), µs; `None` while it runs.
+    /// True time it ended (its end was reported to the node, the node
+    /// stopped, or the node cancelled it), µs; `None` while it runs.
     pub end: Option<u64>,
+    /// Its node cancelled it (the lease it ran under was about to end): it
+    /// ended at the cancel and did not complete; the task runs again.
+    pub cancelled: bool,
 }
 
 impl ExecRecord {
@@ -62,6 +65,7 @@ impl std::fmt::Display for ExecRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let ms = |us: u64| us as f64 / 1000.0;
         let end = self.end.map_or("running".to_string(), |e| format!("{:.3} ms", ms(e)));
+        let end = if self.cancelled { format!("{end}, cancelled") } else { end };
         write!(
             f,
             "{} of {} with τ {} (attempt {}) on n{} [{:.3} ms – {end}]",

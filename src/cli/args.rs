@@ -2,9 +2,11 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{ArgGroup, Parser, Subcommand, ValueEnum};
 use custody::Config;
+use custody::engine::config::D_MAX_MAX;
 
 /// The most nodes `custody local-cluster` runs in one process.
 pub(crate) const LOCAL_NODES_MAX: u16 = 16;
@@ -134,19 +136,101 @@ pub(crate) struct TaskArgs {
     /// Run each task as `sh -c CMD`. The task comes in the environment (CUSTODY_TASK_ID, CUSTODY_RESOURCE,
     /// CUSTODY_TOKEN_EPOCH, CUSTODY_TOKEN_SEQ, CUSTODY_ATTEMPT, CUSTODY_NODE, CUSTODY_DEADLINE_MS) and its payload on
     /// stdin. Exit 0: the task succeeded, with the first 64 KiB of stdout as its result; otherwise it failed, with
-    /// the exit status and the end of stderr. The command's process group is killed at the task's deadline (the
-    /// profile's D_max: 2.5 s with lan, 750 ms with fast).
+    /// the exit status and the end of stderr. The command's process group is killed at the task's deadline (see
+    /// --task-deadline), or at once when the task is cancelled because the node's lease ends.
     #[arg(long, value_name = "CMD", conflicts_with = "task_ms")]
     pub exec: Option<String>,
-    /// Without --exec: each task sleeps this many milliseconds, then succeeds. Keep it below the task deadline
-    /// (see --exec).
+    /// Without --exec: each task sleeps this many milliseconds, then succeeds. At most the task deadline (see
+    /// --task-deadline): a longer one is refused at start.
     #[arg(long, value_name = "MS", default_value_t = 0)]
     pub task_ms: u64,
+    /// The longest a task may run, its deadline (D_max): e.g. 2500ms, 90s, 30m, 2h, 1h30m; at most 24h. Past it the
+    /// task fails. A task may outlast the node's lease: the node renews the lease while tasks run, and if it cannot,
+    /// cancels them shortly before the lease ends (an --exec process group is killed); a cancelled task runs again
+    /// later. Default: the profile's, 2500ms with lan, 750ms with fast.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub task_deadline: Option<Duration>,
     /// Append one JSON object per execution to FILE, one a line: task_id, resource, node, epoch, seq, attempt,
     /// start_ns, end_ns (CLOCK_MONOTONIC nanoseconds, taken right before and right after the task ran). Several nodes
     /// on one machine may share the file: each line is one append.
     #[arg(long, value_name = "FILE")]
     pub exec_log: Option<PathBuf>,
+}
+
+impl TaskArgs {
+    /// The engine configuration of `profile` with these flags' workers and
+    /// task deadline. A `--task-ms` longer than the deadline is refused here,
+    /// at start: every task would run into its deadline and fail.
+    pub(crate) fn config(&self, profile: Profile) -> Result<Config, String> {
+        let base = profile.config();
+        let d_max = self.task_deadline.unwrap_or(base.d_max);
+        if d_max > D_MAX_MAX {
+            return Err(format!(
+                "--task-deadline {} is above the longest task deadline accepted, {}",
+                show_duration(d_max),
+                show_duration(D_MAX_MAX)
+            ));
+        }
+        let sleep = Duration::from_millis(self.task_ms);
+        if self.exec.is_none() && sleep > d_max {
+            let whose = match self.task_deadline {
+                Some(_) => "--task-deadline".to_string(),
+                None => format!("the {} profile's default", profile.name()),
+            };
+            return Err(format!(
+                "--task-ms {} is longer than the task deadline, {} ({whose}): every task would be stopped at its \
+                 deadline and fail. Give --task-deadline {} or more, or a shorter --task-ms",
+                self.task_ms,
+                show_duration(d_max),
+                show_duration(sleep)
+            ));
+        }
+        Ok(Config { workers: self.workers, d_max, ..base })
+    }
+}
+
+/// Parses a duration: one or more `<whole number><unit>` with the units
+/// `ms`, `s`, `m` and `h`, e.g. `2500ms`, `90s`, `1h30m`.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("{s:?} is not a duration like 2500ms, 90s, 30m, 2h or 1h30m");
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(|| format!("{s:?} has no unit: give one, as in 2500ms, 90s, 30m or 2h"))?;
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let part = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.saturating_mul(60)),
+            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            _ => return Err(bad()),
+        };
+        total = total.saturating_add(part);
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+/// A duration as [`parse_duration`] reads it: the largest unit that shows
+/// it whole.
+pub(crate) fn show_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 || !ms.is_multiple_of(1000) {
+        format!("{ms}ms")
+    } else if ms.is_multiple_of(3_600_000) {
+        format!("{}h", ms / 3_600_000)
+    } else if ms.is_multiple_of(60_000) {
+        format!("{}m", ms / 60_000)
+    } else {
+        format!("{}s", ms / 1000)
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -230,6 +314,14 @@ pub(crate) enum Profile {
 }
 
 impl Profile {
+    /// The name on the command line.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Profile::Lan => "lan",
+            Profile::Fast => "fast",
+        }
+    }
+
     /// The configuration preset of this profile.
     pub(crate) fn config(self) -> Config {
         match self {
@@ -325,5 +417,50 @@ mod tests {
         assert!(parse(&["--nodes", "0"]).is_err());
         assert!(parse(&["--nodes", "17"]).is_err());
         assert!(parse(&["--exec", "true", "--task-ms", "5"]).is_err());
+    }
+
+    #[test]
+    fn durations_parse_with_their_units_and_show_back() {
+        let ok = |s: &str| parse_duration(s).unwrap();
+        assert_eq!(ok("2500ms"), Duration::from_millis(2500));
+        assert_eq!(ok("90s"), Duration::from_secs(90));
+        assert_eq!(ok("30m"), Duration::from_secs(1800));
+        assert_eq!(ok("1h30m"), Duration::from_secs(5400));
+        for bad in ["", "90", "1.5h", "5d", "h", "-1s", "1h 30m"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_duration("90").unwrap_err().contains("no unit"));
+        for d in ["750ms", "2500ms", "90s", "30m", "24h"] {
+            assert_eq!(show_duration(ok(d)), d);
+        }
+    }
+
+    #[test]
+    fn the_task_deadline_sets_d_max_and_a_longer_task_ms_is_refused_at_start() {
+        let node = |extra: &[&str]| {
+            let cli = Cli::try_parse_from([&["custody", "node", "--listen", "127.0.0.1:1"], extra].concat()).unwrap();
+            let Cmd::Node(args) = cli.command else { panic!("parsed as {:?}", cli.command) };
+            args.tasks.config(args.profile)
+        };
+        assert_eq!(node(&[]).unwrap().d_max, Config::lan().d_max);
+        assert_eq!(node(&["--profile", "fast"]).unwrap().d_max, Config::fast().d_max);
+        let hours = node(&["--task-deadline", "2h", "--task-ms", "60000", "--workers", "4"]).unwrap();
+        assert_eq!((hours.d_max, hours.workers), (Duration::from_secs(7200), 4));
+        hours.validate().unwrap();
+        let err = node(&["--task-ms", "5000"]).unwrap_err();
+        assert!(
+            err.contains("--task-ms 5000")
+                && err.contains("2500ms (the lan profile's default)")
+                && err.contains("--task-deadline 5s or more"),
+            "{err}"
+        );
+        let err = node(&["--task-deadline", "1s", "--task-ms", "1001"]).unwrap_err();
+        assert!(err.contains("1s (--task-deadline)") && err.contains("--task-deadline 1001ms"), "{err}");
+        // A command's running time is its own; the deadline stops it.
+        assert!(node(&["--task-deadline", "1s", "--exec", "sleep 5"]).is_ok());
+        assert!(node(&["--task-deadline", "25h"]).unwrap_err().contains("above the longest"));
+        let local = Cli::try_parse_from(["custody", "local-cluster", "--task-deadline", "10m"]).unwrap();
+        let Cmd::LocalCluster(args) = local.command else { panic!("parsed as {:?}", local.command) };
+        assert_eq!(args.tasks.config(args.profile).unwrap().d_max, Duration::from_secs(600));
     }
 }

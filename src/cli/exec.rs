@@ -19,6 +19,10 @@ use super::args::TaskArgs;
 /// last ones).
 const STDERR_TAIL_MAX: usize = 4096;
 
+/// The outcome of an execution stopped by its cancellation (custody ignores
+/// it: the task did not complete, and runs again).
+const CANCELLED: &str = "cancelled: the node's lease was ending";
+
 /// The handler `custody node` runs tasks with: a shell command or a sleep,
 /// each execution optionally logged.
 #[derive(Clone)]
@@ -66,7 +70,10 @@ impl Handler for CliHandler {
         match &self.body {
             Body::Sleep(pause) => {
                 if !pause.is_zero() {
-                    tokio::time::sleep(*pause).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(*pause) => {}
+                        () = ctx.cancel.cancelled() => return Outcome::Failed(CANCELLED.into()),
+                    }
                 }
                 Outcome::Ok(Vec::new())
             }
@@ -121,7 +128,8 @@ impl Drop for ExecRecord {
 }
 
 /// Kills a process group when dropped, unless disarmed: what is left of an
-/// `--exec` command when custody gives up on it at the deadline.
+/// `--exec` command when custody cancels it, or gives up on it at the
+/// deadline.
 struct GroupKiller(Option<rustix::process::Pid>);
 
 impl Drop for GroupKiller {
@@ -164,8 +172,15 @@ async fn run_command(command: &str, ctx: &ExecCtx, payload: Vec<u8>) -> Outcome 
             let _ = stdin.write_all(&payload).await;
         }
     };
-    let (status, (), out, err) =
-        tokio::join!(child.wait(), feed, read_head(stdout, OUTCOME_LEN_MAX), read_tail(stderr, STDERR_TAIL_MAX));
+    let run = async {
+        tokio::join!(child.wait(), feed, read_head(stdout, OUTCOME_LEN_MAX), read_tail(stderr, STDERR_TAIL_MAX))
+    };
+    let (status, (), out, err) = tokio::select! {
+        ran = run => ran,
+        // The lease ends within the cancel margin: `group` kills the
+        // command's process group as it drops, now.
+        () = ctx.cancel.cancelled() => return Outcome::Failed(CANCELLED.into()),
+    };
     // Reaped: its process id may be reused from now on.
     group.0 = None;
     match status {
@@ -210,4 +225,56 @@ async fn read_tail(pipe: Option<impl AsyncRead + Unpin>, max: usize) -> Vec<u8> 
         kept.drain(..kept.len() - max);
     }
     kept
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use custody::engine::Token;
+    use custody::runtime::Cancellation;
+
+    use super::*;
+
+    fn ctx() -> ExecCtx {
+        ExecCtx {
+            task_id: "t".into(),
+            resource: "r".into(),
+            token: Token { epoch: 1, seq: 1 },
+            attempt: 1,
+            deadline: tokio::time::Instant::now() + Duration::from_secs(60),
+            cancel: Cancellation::new(),
+            node: "n".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_command_returns_at_once_and_its_process_group_is_killed() {
+        let marker = std::env::temp_dir().join(format!("custody-exec-cancel-{}", std::process::id()));
+        let _ = std::fs::remove_file(&marker);
+        // A subshell of the command writes the marker after its sleep,
+        // unless the whole group is killed first (killing `sh` alone would
+        // leave it running).
+        let command = format!("(sleep 0.4; echo late > {}) & wait", marker.display());
+        let ctx = ctx();
+        let cancel = ctx.cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            cancel.cancel();
+        });
+        let started = tokio::time::Instant::now();
+        let outcome = run_command(&command, &ctx, Vec::new()).await;
+        assert_eq!(outcome, Outcome::Failed(CANCELLED.into()));
+        assert!(started.elapsed() < Duration::from_millis(400), "{:?}", started.elapsed());
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert!(!marker.exists(), "the command went on after its cancellation");
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_sleep_returns_at_once() {
+        let handler = CliHandler { body: Body::Sleep(Duration::from_secs(60)), log: None };
+        let ctx = ctx();
+        ctx.cancel.cancel();
+        assert_eq!(handler.execute(ctx, Vec::new()).await, Outcome::Failed(CANCELLED.into()));
+    }
 }

@@ -18,7 +18,7 @@ pub(crate) async fn run_local_cluster(args: LocalClusterArgs) -> Result<()> {
     if args.port != 0 && u32::from(args.port) + u32::from(args.nodes) - 1 > u32::from(u16::MAX) {
         bail!("--port {} leaves no room for {} nodes below port 65536", args.port, args.nodes);
     }
-    let config = Config { workers: args.tasks.workers, ..args.profile.config() };
+    let config = args.tasks.config(args.profile).map_err(anyhow::Error::msg)?;
     let handler = CliHandler::new(&args.tasks)?;
     // Installed before anything starts: a signal while the nodes start stops
     // them at once, there is nothing to hand over yet.

@@ -25,8 +25,7 @@ pub(crate) async fn run_node(args: NodeArgs) -> Result<()> {
     let config = Config {
         voters: args.voters,
         replication: args.replicas,
-        workers: args.tasks.workers,
-        ..args.profile.config()
+        ..args.tasks.config(args.profile).map_err(anyhow::Error::msg)?
     };
     let handler = CliHandler::new(&args.tasks)?;
     let mut builder = Cluster::builder().listen(args.listen).join(args.join).config(config).handler(handler);

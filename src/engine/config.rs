@@ -22,6 +22,11 @@ pub const MAX_PACKET_SIZE_MIN: usize = 512;
 /// stream fallback.
 pub const MAX_PACKET_SIZE_MAX: usize = 1400;
 
+/// The longest task deadline (`d_max`) accepted: a day. A task may run
+/// across many leases (the custodian renews while it runs, and cancels it
+/// when it cannot); past a day, a task is better split.
+pub const D_MAX_MAX: Duration = Duration::from_secs(24 * 3600);
+
 /// Tunables of one node's engine.
 ///
 /// Serialized (e.g. in a netsim plan) with every duration in whole
@@ -119,10 +124,24 @@ pub struct Config {
     /// as custodian within this.
     #[serde(rename = "lease_ms", with = "millis")]
     pub lease: Duration,
-    /// Longest a task may run (D_max): a node starts one only if `now +
-    /// d_max ≤ lease_end`. Default 2.5 s; at most `lease`.
+    /// Longest a task may run (D_max): its handler's deadline is its start
+    /// plus this; past it the runtime stops the handler and the task fails.
+    /// Default 2.5 s. At most [`D_MAX_MAX`] (a day): a task need not fit in
+    /// one lease, since the custodian renews its lease while tasks run and
+    /// cancels them when it cannot (see `cancel_margin`).
     #[serde(rename = "d_max_ms", with = "millis")]
     pub d_max: Duration,
+    /// How long before its lease ends a custodian that could not renew
+    /// cancels its running tasks, so that they have stopped by the lease's
+    /// end; and the least lease a task needs to start (`now + cancel_margin
+    /// < lease_end`). Default 500 ms (200 ms with [`Config::fast`]). Must be
+    /// positive and below `lease − lease_renew` (otherwise the tasks would
+    /// be cancelled between two renewals). A handler must honour a
+    /// cancellation within this margin (docs/design.md, assumption A2);
+    /// longer is safer against slow handlers, and idles a cut-off
+    /// custodian's tasks sooner.
+    #[serde(rename = "cancel_margin_ms", with = "millis", default = "cancel_margin_default")]
+    pub cancel_margin: Duration,
     /// Period of the Raft clock tick (each node jitters it by ±20%).
     /// Elections time out after 10 ticks, heartbeats every 2. Default
     /// 100 ms.
@@ -153,6 +172,10 @@ fn workers_default() -> usize {
 
 fn handoff_timeout_default() -> Duration {
     Duration::from_secs(30)
+}
+
+fn cancel_margin_default() -> Duration {
+    Duration::from_millis(500)
 }
 
 impl Default for Config {
@@ -189,6 +212,7 @@ impl Config {
             lease_renew: Duration::from_secs(1),
             lease: Duration::from_secs(5),
             d_max: Duration::from_millis(2500),
+            cancel_margin: cancel_margin_default(),
             raft_tick: Duration::from_millis(100),
             replication: super::epoch::REPLICATION_DEFAULT,
             vnodes: VNODES_DEFAULT,
@@ -214,6 +238,7 @@ impl Config {
             lease_renew: Duration::from_millis(250),
             lease: Duration::from_millis(1500),
             d_max: Duration::from_millis(750),
+            cancel_margin: Duration::from_millis(200),
             raft_tick: Duration::from_millis(50),
             handoff_timeout: Duration::from_secs(10),
             ..Config::lan()
@@ -276,8 +301,22 @@ impl Config {
         if self.lease < self.lease_renew * 2 {
             return bad("lease", "must be at least twice lease_renew".into());
         }
-        if self.d_max > self.lease {
-            return bad("d_max", "must not exceed lease".into());
+        if self.d_max > D_MAX_MAX {
+            return bad(
+                "d_max",
+                format!("{} ms is above the longest task deadline, {} h", ms(self.d_max), D_MAX_MAX.as_secs() / 3600),
+            );
+        }
+        if self.cancel_margin.is_zero() || self.cancel_margin + self.lease_renew >= self.lease {
+            return bad(
+                "cancel_margin",
+                format!(
+                    "{} ms must be positive and below lease − lease_renew ({} ms), or running tasks would be \
+                     cancelled between two renewals",
+                    ms(self.cancel_margin),
+                    ms(self.lease.saturating_sub(self.lease_renew))
+                ),
+            );
         }
         if !(1..=7).contains(&self.replication) {
             return bad("replication", format!("{} is outside 1 ..= 7", self.replication));
@@ -388,6 +427,33 @@ mod tests {
         assert_eq!(c.validate().unwrap_err().field, "max_packet_size");
         let c = Config { vnodes: 0, ..Config::lan() };
         assert_eq!(c.validate().unwrap_err().field, "vnodes");
+    }
+
+    #[test]
+    fn a_task_deadline_may_span_many_leases_up_to_a_day() {
+        let hours = Config { d_max: Duration::from_secs(5 * 3600), ..Config::lan() };
+        hours.validate().unwrap();
+        Config { d_max: D_MAX_MAX, ..Config::lan() }.validate().unwrap();
+        let c = Config { d_max: D_MAX_MAX + Duration::from_millis(1), ..Config::lan() };
+        assert_eq!(c.validate().unwrap_err().field, "d_max");
+    }
+
+    #[test]
+    fn the_cancel_margin_fits_between_two_renewals() {
+        for bad in [Duration::ZERO, Duration::from_secs(4), Duration::from_secs(5)] {
+            let c = Config { cancel_margin: bad, ..Config::lan() };
+            assert_eq!(c.validate().unwrap_err().field, "cancel_margin", "{bad:?}");
+        }
+        Config { cancel_margin: Duration::from_millis(3999), ..Config::lan() }.validate().unwrap();
+    }
+
+    #[test]
+    fn a_config_saved_without_a_cancel_margin_takes_the_default() {
+        let mut json = serde_json::to_value(Config::lan()).unwrap();
+        assert_eq!(json["cancel_margin_ms"], 500);
+        json.as_object_mut().unwrap().remove("cancel_margin_ms");
+        let back: Config = serde_json::from_value(json).unwrap();
+        assert_eq!(back, Config::lan());
     }
 
     #[test]

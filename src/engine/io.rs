@@ -43,7 +43,10 @@ pub enum Input {
     Command(Command),
     /// [`Node::poll_timeout`](super::Node::poll_timeout) has passed.
     Timeout,
-    /// A task started by [`Output::Execute`] finished.
+    /// A task started by [`Output::Execute`] finished: its handler
+    /// returned, failed or was stopped. After an [`Output::Cancel`] of it,
+    /// this is how the driver says the execution has stopped; its outcome
+    /// is then ignored (the task did not complete and runs again).
     TaskDone {
         /// Its resource.
         resource: String,
@@ -106,6 +109,20 @@ pub enum Output {
     /// engine never has two tasks of one resource out at once, nor more
     /// than `workers` in all.
     Execute(Execution),
+    /// Stop an execution started by [`Output::Execute`] now: the lease it
+    /// runs under ends within `cancel_margin`, and could not be renewed.
+    /// Signal the handler, stop it if it has not returned within the
+    /// margin (drop its future, kill its process group), and report its
+    /// end with [`Input::TaskDone`]. The task did not complete: it stays
+    /// first in its resource's queue, and runs again (attempt + 1) once
+    /// that end is reported and a lease allows, here or at the resource's
+    /// next custodian. Emitted once per execution.
+    Cancel {
+        /// The execution's resource.
+        resource: String,
+        /// Its sequence number (the token's `seq`).
+        seq: u64,
+    },
     /// Tell the host.
     Event(Event),
 }

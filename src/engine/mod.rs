@@ -121,6 +121,15 @@ pub struct Node {
     leave_deadline: Option<Instant>,
     /// Custody of resources: tasks, their execution, handoffs.
     custody: Custody,
+    /// The end of the lease the running executions run under: this life's
+    /// lease, followed as it is renewed; but once a removal withdraws it
+    /// while executions run, the removed life's last lease, until they have
+    /// all ended (a later life's lease does not cover what an earlier life
+    /// started). They are cancelled `cancel_margin` before it ends.
+    run_lease_end: Option<Instant>,
+    /// `run_lease_end` stays at a removed life's lease until the executions
+    /// it covers have ended.
+    run_lease_frozen: bool,
     /// The live member, at another address, that holds this node's name:
     /// this node refused to join under it, and left.
     name_clash: Option<NodeId>,
@@ -177,6 +186,8 @@ impl Node {
             heard,
             leave_deadline: None,
             custody,
+            run_lease_end: None,
+            run_lease_frozen: false,
             name_clash: None,
             left: false,
             stats: Stats::default(),
@@ -238,10 +249,48 @@ impl Node {
         self.store.lease_end()
     }
 
-    /// Whether the node may act as custodian at `now`: it holds a lease
-    /// that outlasts the longest task (`now + d_max ≤ lease_end`).
+    /// Whether the node may act as custodian at `now`: accept tasks and
+    /// start them. It holds a lease that outlasts the cancel margin by the
+    /// task deadline, or by half a lease for tasks longer than that (`now +
+    /// min(d_max, lease/2) + cancel_margin ≤ lease_end`). A task need not
+    /// end within this lease: renewals go on while it runs, and if they
+    /// stop, the node cancels it `cancel_margin` before the lease ends. A
+    /// task that keeps its deadline and is shorter than half a lease
+    /// therefore ends before that, and is never cancelled.
     pub fn may_act_as_custodian(&self, now: Instant) -> bool {
-        !self.left && self.store.lease_end().is_some_and(|end| now + self.config.d_max <= end)
+        let need = self.config.d_max.min(self.config.lease / 2) + self.config.cancel_margin;
+        !self.left && self.store.lease_end().is_some_and(|end| now + need <= end)
+    }
+
+    /// Whether the running executions may go on at `now`: the lease they run
+    /// under (see [`Node::track_run_lease`]) lasts beyond the cancel margin.
+    fn run_lease_holds(&self, now: Instant) -> bool {
+        self.run_lease_end.is_some_and(|end| now + self.config.cancel_margin < end)
+    }
+
+    /// Follows the lease the running executions run under: this life's, as
+    /// it is renewed; once a removal withdraws it while executions run, the
+    /// removed life's last one, until they have all ended.
+    fn track_run_lease(&mut self) {
+        let current = self.store.lease_end();
+        if self.custody.running() == 0 {
+            self.run_lease_end = current;
+            self.run_lease_frozen = false;
+        } else if current.is_none() {
+            self.run_lease_frozen = true;
+        } else if !self.run_lease_frozen {
+            self.run_lease_end = current;
+        }
+    }
+
+    /// When the running executions must be cancelled: `cancel_margin`
+    /// before the lease they run under ends, if it is not renewed by then.
+    fn cancel_at(&self) -> Option<Instant> {
+        if self.custody.running_uncancelled() == 0 {
+            return None;
+        }
+        let margin = u64::try_from(self.config.cancel_margin.as_micros()).unwrap_or(u64::MAX);
+        Some(self.run_lease_end.map_or(self.now, |end| Instant::from_micros(end.as_micros().saturating_sub(margin))))
     }
 
     /// Custody's counters.
@@ -301,6 +350,7 @@ impl Node {
             self.store.next_deadline(),
             self.leave_deadline,
             self.custody.next_deadline(),
+            self.cancel_at(),
         ]
         .into_iter()
         .flatten()
@@ -357,7 +407,15 @@ impl Node {
             self.store.handed_off(self.now);
             self.settle();
         }
-        let lease_ok = self.may_act_as_custodian(self.now);
+        // No execution outlasts its lease: when it is about to end without a
+        // renewal, the running ones are cancelled (they stop within the
+        // margin, assumption A2), and nothing starts.
+        self.track_run_lease();
+        let runs_on = self.run_lease_holds(self.now);
+        if !runs_on && self.custody.running_uncancelled() > 0 {
+            self.custody.cancel_running();
+        }
+        let lease_ok = runs_on && self.may_act_as_custodian(self.now);
         self.custody.pump(self.now, lease_ok);
         // A batch of writes due now goes with this input's outputs.
         self.custody.replication_timeout(self.now);
@@ -367,6 +425,7 @@ impl Node {
                 CustodyOutput::Send(to, msg) => self.send_message(to, &Message::Task(msg)),
                 CustodyOutput::Reply(client, response) => self.reply(client, response),
                 CustodyOutput::Execute(execution) => self.push(Output::Execute(execution)),
+                CustodyOutput::Cancel { resource, seq } => self.push(Output::Cancel { resource, seq }),
             }
         }
         // A handoff finished (or a transfer went out): a leave may end now.

@@ -50,9 +50,11 @@ pub const WAITERS_PER_TASK_MAX: usize = 8;
 
 /// A fencing token `τ = (epoch, seq)`: the epoch in which the executing
 /// custodian took custody of the resource, and the task's per-resource
-/// sequence number. Tokens of one resource strictly increase in execution
-/// order, across custodians; a fencing-aware resource rejects a token not
-/// above the last one it applied.
+/// sequence number. Tokens of one resource increase in execution order,
+/// across custodians: strictly from task to task, while a task run again
+/// after a cancelled run may carry that run's token. A fencing-aware
+/// resource rejects a token not above the last one it applied, and so
+/// applies each task at most once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 pub struct Token {
     /// The epoch in which the custodian took custody.

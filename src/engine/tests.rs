@@ -54,6 +54,8 @@ struct Run {
     token: Token,
     start: Instant,
     end: Instant,
+    /// Cancelled by its node (its end is the cancel's time).
+    cancelled: bool,
 }
 
 impl Net {
@@ -103,8 +105,25 @@ impl Net {
                         token: e.token,
                         start: self.now,
                         end,
+                        cancelled: false,
                     });
                     (at, Packet::Done(e.task.resource.clone(), e.token.seq), self.task_time)
+                }
+                Output::Cancel { resource, seq } => {
+                    // The handler stops at once: its end is reported now,
+                    // instead of when it would have finished.
+                    let done = |p: &Packet| matches!(p, Packet::Done(r, s) if r == resource && s == seq);
+                    self.in_flight.retain(|_, (from, _, p)| !(*from == at && done(p)));
+                    let now = self.now;
+                    let run = self
+                        .executions
+                        .iter_mut()
+                        .rfind(|r| r.node == at && r.resource == *resource && r.token.seq == *seq)
+                        .expect("a cancel of an execution that was started");
+                    assert!(!run.cancelled && run.end > now, "cancelled twice, or after its end: {run:?}");
+                    run.end = now;
+                    run.cancelled = true;
+                    (at, Packet::Done(resource.clone(), *seq), Duration::ZERO)
                 }
                 _ => {
                     self.trace.push((self.now, at, output));
@@ -519,7 +538,15 @@ fn bootstrap_commits_epoch_one_with_itself() {
 
 /// Five nodes: 7001 bootstraps the epoch store, the others join through it.
 fn formed_five() -> Net {
-    let mut net = Net::new((1..=5).map(|i| node(7000 + i, 1, u64::from(i))));
+    formed_five_with(&Config::lan())
+}
+
+/// [`formed_five`] with `config` on every node.
+fn formed_five_with(config: &Config) -> Net {
+    let mut net = Net::new((1..=5).map(|i| {
+        let id = NodeId::new(addr(7000 + i), 1, &format!("n{}", 7000 + i));
+        Node::new(id, config.clone(), u64::from(i), Instant::ZERO)
+    }));
     net.input(addr(7001), Input::Command(Command::Bootstrap));
     for port in 7002..=7005 {
         net.input(addr(port), Input::Command(Command::Join(vec![addr(7001)])));
@@ -691,12 +718,14 @@ fn client_replies(net: &Net) -> BTreeMap<ClientId, Vec<Response>> {
     out
 }
 
-/// Checks the executions: each task once, per resource no overlap, tokens
-/// strictly increasing and sequence numbers consecutive in start order.
+/// Checks the executions: each task once (not counting cancelled runs),
+/// per resource no overlap, tokens strictly increasing and sequence numbers
+/// consecutive in start order (after a cancelled run, the same task again,
+/// with a token at least as high).
 fn assert_custody_held(runs: &[Run], tasks: usize) {
     let mut by_task: BTreeMap<&str, usize> = BTreeMap::new();
     for r in runs {
-        *by_task.entry(&r.task_id).or_default() += 1;
+        *by_task.entry(&r.task_id).or_default() += usize::from(!r.cancelled);
     }
     assert_eq!(by_task.len(), tasks, "every task ran");
     assert!(by_task.values().all(|&n| n == 1), "a task ran twice: {:?}", by_task.iter().find(|(_, n)| **n > 1));
@@ -708,8 +737,44 @@ fn assert_custody_held(runs: &[Run], tasks: usize) {
         rs.sort_by_key(|r| (r.start, r.end));
         for w in rs.windows(2) {
             assert!(w[0].end <= w[1].start, "{resource}: overlapping executions {:?} and {:?}", w[0], w[1]);
+            if w[0].cancelled {
+                assert!(
+                    w[0].task_id == w[1].task_id && w[0].token <= w[1].token,
+                    "{resource}: {:?} then {:?}",
+                    w[0],
+                    w[1]
+                );
+                continue;
+            }
             assert!(w[0].token < w[1].token, "{resource}: tokens out of order {:?} then {:?}", w[0], w[1]);
             assert_eq!(w[0].token.seq + 1, w[1].token.seq, "{resource}: sequence gap");
+        }
+    }
+}
+
+/// Checks the executions after `lost`'s custody was recovered by others:
+/// every task ran; a task runs a second time only if its first run was at
+/// `lost`, and then later, elsewhere, with a newer token; per resource no
+/// two runs overlap and tokens rise in start order.
+fn assert_custody_recovered(runs: &[Run], tasks: usize, lost: SocketAddr) {
+    let mut by_task: BTreeMap<&str, Vec<&Run>> = BTreeMap::new();
+    for r in runs.iter().filter(|r| !r.cancelled) {
+        by_task.entry(&r.task_id).or_default().push(r);
+    }
+    assert_eq!(by_task.len(), tasks, "every task ran");
+    for (task, rs) in by_task.iter().filter(|(_, rs)| rs.len() > 1) {
+        assert_eq!(rs.len(), 2, "{task} ran more than twice: {rs:?}");
+        assert!(rs[0].node == lost && rs[1].node != lost && rs[0].token < rs[1].token, "{task}: {rs:?}");
+    }
+    let mut by_resource: BTreeMap<&str, Vec<&Run>> = BTreeMap::new();
+    for r in runs {
+        by_resource.entry(&r.resource).or_default().push(r);
+    }
+    for (resource, mut rs) in by_resource {
+        rs.sort_by_key(|r| (r.start, r.end));
+        for w in rs.windows(2) {
+            assert!(w[0].end <= w[1].start, "{resource}: overlapping executions {:?} and {:?}", w[0], w[1]);
+            assert!(w[0].token <= w[1].token, "{resource}: tokens out of order {:?} then {:?}", w[0], w[1]);
         }
     }
 }
@@ -954,7 +1019,12 @@ fn removed_node_leaves(leave_first: bool) {
     assert!(net.nodes[&victim].has_left());
     assert!(net.nodes[&victim].custody_stats().transfers_sent > 0, "it handed off");
     assert!(net.nodes[&victim].custody.handed_off());
-    assert_custody_held(&net.executions, tasks as usize);
+    // Its part was recovered from its replicas meanwhile: what it hands
+    // off is refused, and what it ran without the watermark reaching its
+    // replicas runs again.
+    let recovered: u64 = net.nodes.values().map(|n| n.custody_stats().ranges_recovered).sum();
+    assert!(recovered > 0);
+    assert_custody_recovered(&net.executions, tasks as usize, victim);
     let left = net.trace.iter().position(|(_, at, o)| *at == victim && *o == Output::Event(Event::Left)).unwrap();
     let removed = net
         .trace
@@ -1156,4 +1226,159 @@ fn a_crashed_custodians_acknowledged_tasks_run_after_recovery() {
     for (a, n) in &net.nodes {
         assert_eq!(n.status().custody.ranges_unavailable, 0, "{a}");
     }
+}
+
+/// Per node, the lease end it held after each output of the trace, as the
+/// trace tells (renewals; a removal withdraws it): `None` while it has none.
+fn lease_ends(net: &Net) -> Vec<Option<Instant>> {
+    let mut held: BTreeMap<SocketAddr, Instant> = BTreeMap::new();
+    net.trace
+        .iter()
+        .map(|(_, at, o)| {
+            match o {
+                Output::Event(Event::Epoch(EpochEvent::LeaseRenewed { lease_end })) => {
+                    held.insert(*at, *lease_end);
+                }
+                Output::Event(Event::Epoch(EpochEvent::Removed)) => {
+                    held.remove(at);
+                }
+                _ => {}
+            }
+            held.get(at).copied()
+        })
+        .collect()
+}
+
+/// The counter-example to running past a lease: a custodian running a task
+/// longer than a lease keeps renewing while it runs; cut off, it cancels the
+/// task `cancel_margin` before its lease ends (never after), starts nothing
+/// without the margin, and once custody is back the task runs again, first
+/// in its resource's queue, as its next attempt, and its waiter gets the
+/// outcome.
+#[test]
+fn a_lapsing_lease_cancels_a_long_task_before_it_ends_and_nothing_starts_without_the_margin() {
+    let config = Config { d_max: Duration::from_secs(3600), ..Config::lan() };
+    let margin = config.cancel_margin;
+    let mut net = formed_five_with(&config);
+    // Each task runs for longer than eight leases.
+    net.task_time = Duration::from_secs(45);
+    let victim = *net.nodes.iter().find(|(_, n)| !n.is_voter()).expect("non-voters").0;
+    let gateway = *net.nodes.keys().find(|&&a| a != victim).unwrap();
+    let resource = (0..)
+        .map(|i| format!("r{i}"))
+        .find(|r| net.nodes[&gateway].owner(r).is_some_and(|o| o.addr == victim))
+        .unwrap();
+    for i in 0..2 {
+        let bytes = submit_frame(&format!("t{i}"), &resource);
+        net.input(gateway, Input::ClientFrame { client: ClientId(i), bytes });
+    }
+    net.run_until(net.now + Duration::from_secs(20));
+    let started = net.executions.iter().filter(|r| r.node == victim).count();
+    assert_eq!(started, 1, "t0 runs at its custodian");
+    let renewed_while_running = net.trace.iter().filter(|(t, at, o)| {
+        *at == victim
+            && *t > net.executions[0].start
+            && matches!(o, Output::Event(Event::Epoch(EpochEvent::LeaseRenewed { .. })))
+    });
+    assert!(renewed_while_running.count() >= 15, "the lease is renewed every second while the task runs");
+    assert_eq!(net.nodes[&victim].custody_stats().tasks_cancelled, 0);
+
+    net.isolate(victim);
+    let cut_at = net.now;
+    net.run_until(cut_at + config.lease * 2);
+    let ends = lease_ends(&net);
+    let cancels: Vec<(Instant, Option<Instant>)> = net
+        .trace
+        .iter()
+        .zip(&ends)
+        .filter(|((_, at, o), _)| *at == victim && matches!(o, Output::Cancel { .. }))
+        .map(|((t, _, _), end)| (*t, *end))
+        .collect();
+    assert_eq!(cancels.len(), 1, "one cancel, of the one execution: {cancels:?}");
+    let (cancelled_at, lease_end) = (cancels[0].0, cancels[0].1.expect("it held a lease"));
+    assert!(cancelled_at > cut_at);
+    // Exactly when the margin is reached: the engine woke up for it.
+    assert_eq!(cancelled_at + margin, lease_end, "cancelled at {cancelled_at:?}, lease to {lease_end:?}");
+    let stats = net.nodes[&victim].custody_stats();
+    assert_eq!((stats.tasks_cancelled, stats.cancelled_ends, stats.tasks_executed), (1, 1, 0));
+    assert!(!net.nodes[&victim].may_act_as_custodian(net.now));
+    assert!(client_replies(&net).is_empty(), "nobody was told a cancelled task ran");
+
+    net.cut.clear();
+    net.run_until(net.now + Duration::from_secs(150));
+    // No execution anywhere, ever, started with less than the margin left.
+    let ends = lease_ends(&net);
+    for ((t, at, o), end) in net.trace.iter().zip(&ends) {
+        if let Output::Execute(e) = o {
+            assert!(end.is_some_and(|end| *t + margin < end), "{at} started {} at {t:?} with lease {end:?}", e.task.id);
+        }
+    }
+    // t0 ran again first, as its second attempt, with a token at least as
+    // high; then t1.
+    let runs: Vec<(String, u32, Token)> = net
+        .trace
+        .iter()
+        .filter_map(|(_, _, o)| match o {
+            Output::Execute(e) => Some((e.task.id.clone(), e.attempt, e.token)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(runs.iter().map(|(id, n, _)| (id.as_str(), *n)).collect::<Vec<_>>(), [("t0", 1), ("t0", 2), ("t1", 1)]);
+    assert!(runs[0].2 <= runs[1].2 && runs[1].2 < runs[2].2, "{runs:?}");
+    assert_custody_held(&net.executions, 2);
+    let replies = client_replies(&net);
+    for (client, rs) in &replies {
+        assert!(
+            matches!(&rs[..], [Response::Completed(c)] if c.outcome == Some(Outcome::Ok(vec![]))),
+            "{client:?}: {rs:?}"
+        );
+    }
+    assert_eq!(replies.len(), 2, "both waiters got their outcome");
+}
+
+/// A removal withdraws the lease, but what the removed life runs keeps the
+/// lease it started under: a leaving node's long task is cancelled
+/// `cancel_margin` before that lease ends (not at the removal), and runs
+/// again at the resource's next custodian.
+#[test]
+fn a_removed_lifes_long_task_runs_on_under_its_last_lease_then_moves() {
+    let config = Config { d_max: Duration::from_secs(3600), ..Config::lan() };
+    let mut net = formed_five_with(&config);
+    net.task_time = Duration::from_secs(45);
+    let leaver = *net.nodes.iter().find(|(_, n)| !n.is_voter()).expect("non-voters").0;
+    let gateway = *net.nodes.keys().find(|&&a| a != leaver).unwrap();
+    let resource = (0..)
+        .map(|i| format!("r{i}"))
+        .find(|r| net.nodes[&gateway].owner(r).is_some_and(|o| o.addr == leaver))
+        .unwrap();
+    net.input(gateway, Input::ClientFrame { client: ClientId(1), bytes: submit_frame("t0", &resource) });
+    net.run_until(net.now + Duration::from_secs(2));
+    net.input(leaver, Input::Command(Command::Leave));
+    net.run_until(net.now + Duration::from_secs(120));
+
+    let at_leaver = |want: fn(&Output) -> bool| -> Vec<Instant> {
+        net.trace.iter().filter(|(_, at, o)| *at == leaver && want(o)).map(|(t, _, _)| *t).collect()
+    };
+    let removed = at_leaver(|o| *o == Output::Event(Event::Epoch(EpochEvent::Removed)));
+    let cancels = at_leaver(|o| matches!(o, Output::Cancel { .. }));
+    assert_eq!((removed.len(), cancels.len()), (1, 1), "removed {removed:?}, cancels {cancels:?}");
+    let last_lease = net
+        .trace
+        .iter()
+        .filter(|(t, at, _)| *at == leaver && *t <= removed[0])
+        .filter_map(|(_, _, o)| match o {
+            Output::Event(Event::Epoch(EpochEvent::LeaseRenewed { lease_end })) => Some(*lease_end),
+            _ => None,
+        })
+        .next_back()
+        .expect("a lease before the removal");
+    assert!(cancels[0] > removed[0], "cancelled at the removal, not under its last lease");
+    assert_eq!(cancels[0] + config.cancel_margin, last_lease);
+    assert!(net.nodes[&leaver].has_left(), "the leave ended once the cancelled task went with its resource");
+    let runs: Vec<(SocketAddr, bool)> = net.executions.iter().map(|r| (r.node, r.cancelled)).collect();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert!(runs[0] == (leaver, true) && runs[1].0 != leaver && !runs[1].1, "{runs:?}");
+    assert_custody_held(&net.executions, 1);
+    let replies = client_replies(&net);
+    assert!(matches!(&replies[&ClientId(1)][..], [Response::Completed(_)]), "{replies:?}");
 }

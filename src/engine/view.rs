@@ -33,7 +33,7 @@ impl Node {
         let lease_remaining_ms = self
             .store
             .lease_end()
-            .map(|end| end.saturating_since(self.now + self.config.d_max).as_millis() as u64)
+            .map(|end| end.saturating_since(self.now + self.config.cancel_margin).as_millis() as u64)
             .unwrap_or(0);
         StatusInfo {
             name: self.swim.identity().name.to_string(),

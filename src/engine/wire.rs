@@ -822,8 +822,8 @@ pub struct StatusInfo {
     #[serde(deserialize_with = "bounded_list")]
     pub voters: Vec<String>,
     /// How long this node may still act as custodian, in milliseconds: its
-    /// lease end minus now minus the longest task (`d_max`); 0 if it may
-    /// not.
+    /// lease end minus now minus the cancel margin (`cancel_margin`); 0 if
+    /// it may not.
     pub lease_remaining_ms: u64,
     /// The members of the latest configuration.
     #[serde(deserialize_with = "bounded_list")]

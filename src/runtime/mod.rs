@@ -29,7 +29,7 @@ use crate::engine::{
     Outcome, Output, Task, WireError,
 };
 use handler::DynHandler;
-pub use handler::{ExecCtx, FnHandler, Handler, NoopHandler, handler_fn};
+pub use handler::{Cancellation, ExecCtx, FnHandler, Handler, NoopHandler, handler_fn};
 pub use transport::{Client, TransportStats, request};
 use transport::{Counters, Inbound, Transport};
 
@@ -268,6 +268,7 @@ impl ClusterBuilder {
             name: id.name.clone(),
             done_tx,
             done,
+            running: HashMap::new(),
             node,
             clock,
             transport,
@@ -490,6 +491,10 @@ struct Driver {
     /// the engine never has more than `workers` executions out.
     done_tx: mpsc::UnboundedSender<(String, u64, Outcome)>,
     done: mpsc::UnboundedReceiver<(String, u64, Outcome)>,
+    /// The cancellation signal of every execution out, by resource and
+    /// sequence number (at most `workers`: one per execution the engine
+    /// has out).
+    running: HashMap<(String, u64), Cancellation>,
     /// Where a refused join is reported to the handles.
     refused: Arc<std::sync::OnceLock<SocketAddr>>,
 }
@@ -514,6 +519,7 @@ impl Driver {
                 },
                 Some(inbound) = self.inbox.recv() => self.handle_inbound(inbound),
                 Some((resource, seq, outcome)) = self.done.recv() => {
+                    self.running.remove(&(resource.clone(), seq));
                     self.feed(Input::TaskDone { resource, seq, outcome });
                 }
                 () = sleep_until(deadline) => {
@@ -585,26 +591,42 @@ impl Driver {
     }
 
     /// Runs a task on its own tokio task; its end comes back through `done`.
-    fn execute(&self, execution: Execution) {
+    fn execute(&mut self, execution: Execution) {
         let Execution { task, token, attempt, deadline } = execution;
         let deadline = self.clock + Duration::from_micros(deadline.as_micros());
+        let cancel = Cancellation::new();
+        self.running.insert((task.resource.clone(), token.seq), cancel.clone());
         let ctx = ExecCtx {
             task_id: task.id,
             resource: task.resource.clone(),
             token,
             attempt,
             deadline,
+            cancel,
             node: self.name.clone(),
         };
         let handler = self.handler.clone();
         let done = self.done_tx.clone();
         let resource = task.resource;
+        let margin = self.node.config().cancel_margin;
         tokio::spawn(async move {
-            // Always an outcome (a panic or the deadline is a failure), so
-            // the end is always reported and the worker freed.
-            let outcome = handler::run_to_outcome(handler, ctx, task.payload, deadline).await;
+            // Always an outcome (a panic, the deadline or a cancellation
+            // not honoured in time is a failure), so the end is always
+            // reported and the worker freed.
+            let outcome = handler::run_to_outcome(handler, ctx, task.payload, deadline, margin).await;
             let _ = done.send((resource, token.seq, outcome));
         });
+    }
+
+    /// The engine cancels an execution: its lease ends within the cancel
+    /// margin. The handler sees the signal; `run_to_outcome` drops it if it
+    /// has not returned within the margin, and its end is reported as
+    /// usual.
+    fn cancel(&mut self, resource: String, seq: u64) {
+        match self.running.get(&(resource, seq)) {
+            Some(cancel) => cancel.cancel(),
+            None => tracing::debug!(seq, "a cancel for an execution that has ended"),
+        }
     }
 
     fn handle_inbound(&mut self, inbound: Inbound) {
@@ -635,6 +657,7 @@ impl Driver {
                 }
                 Output::ClosePeer(addr) => self.transport.close_peer(addr),
                 Output::Execute(execution) => self.execute(execution),
+                Output::Cancel { resource, seq } => self.cancel(resource, seq),
                 Output::Event(event) => {
                     let alone = self.node.configuration().is_some_and(|c| c.members.len() == 1);
                     if event == Event::Isolated && alone {

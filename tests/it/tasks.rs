@@ -270,3 +270,81 @@ async fn a_panicking_handler_fails_its_task_and_frees_the_worker_and_the_resourc
     assert_eq!(status.custody.tasks_executed, 1 + 1 + WORKERS as u64 * 4 + 5, "{status:?}");
     node.leave().await.expect("leaves");
 }
+
+/// Runs until its execution is cancelled; records when each started and
+/// when it saw the cancellation.
+#[derive(Clone, Default)]
+struct UntilCancelled {
+    started: Arc<Mutex<Vec<Instant>>>,
+    cancelled: Arc<Mutex<Vec<Instant>>>,
+}
+
+impl Handler for UntilCancelled {
+    async fn execute(&self, ctx: ExecCtx, _payload: Vec<u8>) -> Outcome {
+        self.started.lock().unwrap().push(Instant::now());
+        ctx.cancel.cancelled().await;
+        self.cancelled.lock().unwrap().push(Instant::now());
+        Outcome::Failed("cancelled".into())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custodian_that_cannot_renew_cancels_a_task_longer_than_its_lease() {
+    // An hour of deadline, a lease of 1.5 s.
+    let config = Config { d_max: Duration::from_secs(3600), ..config() };
+    let handler = UntilCancelled::default();
+    let start = |name: &'static str, seeds: Vec<SocketAddr>| {
+        let (config, handler) = (config.clone(), handler.clone());
+        async move {
+            Cluster::builder()
+                .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
+                .name(name)
+                .join(seeds)
+                .config(config)
+                .handler(handler)
+                .start()
+                .await
+                .expect("node starts")
+        }
+    };
+    let custodian = start("n0", Vec::new()).await;
+    let seeds = vec![custodian.local_addr()];
+    let others = vec![start("n1", seeds.clone()).await, start("n2", seeds).await];
+    let all = [vec![custodian.clone()], others.clone()].concat();
+    formed(&all, 3).await;
+    drop(all);
+    let mut resource = None;
+    for i in 0.. {
+        let r = format!("long-{i}");
+        if custodian.owner(&r).await.expect("answers").is_some_and(|o| o.addr == custodian.local_addr()) {
+            resource = Some(r);
+            break;
+        }
+    }
+    let task = Task { id: "long".into(), resource: resource.expect("found"), payload: Vec::new() };
+    custodian.submit(task).await.expect("accepted");
+    wait_for(limit(Duration::from_secs(1)), "the task started", || async {
+        (!handler.started.lock().unwrap().is_empty()).then_some(())
+    })
+    .await;
+    // Its lease is renewed while the task runs, well past one lease.
+    tokio::time::sleep(config.lease * 2).await;
+    assert!(handler.cancelled.lock().unwrap().is_empty(), "cancelled while its lease was renewed");
+
+    // The two other voters stop without leaving: the custodian cannot renew,
+    // and cancels the task before its lease ends.
+    drop(others);
+    let (_, took) = wait_for(limit(config.lease), "the handler saw its cancellation", || async {
+        (!handler.cancelled.lock().unwrap().is_empty()).then_some(())
+    })
+    .await;
+    eprintln!("cancelled {took:?} after the other voters stopped (lease {:?})", config.lease);
+    // The task did not complete: it waits, first in its queue, for a lease.
+    wait_for(limit(config.cancel_margin), "the cancelled task is queued again", || async {
+        let status = custodian.status().await.ok()?;
+        let c = status.custody;
+        (c.tasks_running == 0 && c.tasks_queued == 1 && c.tasks_executed == 0).then_some(())
+    })
+    .await;
+    assert_eq!(handler.started.lock().unwrap().len(), 1, "nothing starts without a lease");
+}

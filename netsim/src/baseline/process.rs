@@ -377,6 +377,7 @@ impl Baseline {
             attempt: self.executions[i],
             start: now,
             end: None,
+            cancelled: false,
         };
         let exec = io.exec_start(record);
         self.workers[w as usize].state = WState::Executing { task, rev, exec };

@@ -73,11 +73,13 @@ pub(super) fn fence(mode: Mode, run: &TaskRun<'_>, index: &Index) -> Fence {
             let e = &trace[i as usize];
             let end = e.end_or_max();
             let task = (e.task < n as u64 && run.tasks[e.task as usize].resource == e.resource).then_some(e.task);
-            // Ran its full time (not cut short by its node stopping): only
-            // then is its effect surely in place, for I4. For the safety
-            // checks every ended execution is taken to have reached the
-            // resource (the worst case there).
-            let complete = run.exec_us.is_none_or(|us| task.is_none_or(|k| end.saturating_sub(e.start) >= us(k)));
+            // Ran its full time (not cut short by its node stopping, nor
+            // cancelled): only then is its effect surely in place, for I4.
+            // For the safety checks every ended execution, a cancelled one
+            // too, is taken to have reached the resource (the worst case
+            // there).
+            let complete =
+                !e.cancelled && run.exec_us.is_none_or(|us| task.is_none_or(|k| end.saturating_sub(e.start) >= us(k)));
             let seen = task.is_some_and(|k| first_applied[k as usize] != Ix::MAX);
             let verdict = match (mode, last.map(|l| trace[l as usize].token)) {
                 (_, None) => Applied::Yes,

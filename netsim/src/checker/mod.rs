@@ -250,6 +250,7 @@ fn numbers(run: &TaskRun<'_>, index: &Index) -> Tasks {
         executed: index.executed(),
         executions: run.trace.len() as u64,
         duplicate_executions: index.duplicate_executions(),
+        cancelled_executions: run.trace.iter().filter(|e| e.cancelled).count() as u64,
         unavailable_retries: c.unavailable_retries,
         busy_retries: c.busy_retries,
         reset_retries: c.reset_retries,

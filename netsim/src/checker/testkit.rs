@@ -37,7 +37,7 @@ pub(super) fn record(resource: u64, token: (u64, u64)) -> TaskRecord {
 
 pub(super) fn exec(node: usize, task: u64, resource: u64, token: (u64, u64), start: u64, end: u64) -> ExecRecord {
     let token = Token { epoch: token.0, seq: token.1 };
-    ExecRecord { node, task, resource, token, attempt: 1, start, end: Some(end) }
+    ExecRecord { node, task, resource, token, attempt: 1, start, end: Some(end), cancelled: false }
 }
 
 pub(super) const STRICT: TaskExpect = TaskExpect { all_complete: true, exactly_once: true };

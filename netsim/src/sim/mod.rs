@@ -274,6 +274,7 @@ impl Sim {
                 Ev::TaskDone { node, boot, exec, resource, seq } => {
                     self.deliver_task_done(node, boot, exec, resource, seq);
                 }
+                Ev::CancelDone { node, boot, resource, seq } => self.deliver_cancel_done(node, boot, resource, seq),
                 Ev::Arrival => self.arrival(),
                 Ev::ClientRetry { task } => {
                     if self.clients.as_mut().is_some_and(|c| c.may_retry(task)) {
@@ -398,6 +399,12 @@ impl Sim {
             Output::Execute(execution) => {
                 self.hash.bytes(&[6]);
                 self.execute(i, execution);
+            }
+            Output::Cancel { resource, seq } => {
+                self.hash.bytes(&[7]);
+                self.hash.bytes(resource.as_bytes());
+                self.hash.u64(seq);
+                self.cancel(i, resource, seq);
             }
             Output::ClosePeer(addr) => {
                 self.hash.bytes(&[4]);

@@ -34,6 +34,9 @@ pub(super) enum Ev {
         resource: String,
         seq: u64,
     },
+    /// A cancelled execution's end: tell the node, if it is still the same
+    /// running engine (`boot`).
+    CancelDone { node: usize, boot: u64, resource: String, seq: u64 },
     /// The workload's next task arrives.
     Arrival,
     /// A client submits task `task` again.

@@ -2,10 +2,13 @@
 //! nodes and their retries, and the task handlers. An [`Output::Execute`]
 //! runs for its task's time of true time, then its end is fed back to the
 //! same node as [`Input::TaskDone`], unless the node stopped meanwhile (its
-//! engine, and the handler with it, are gone). Every execution goes into
-//! the trace with true start and end times.
+//! engine, and the handler with it, are gone). An [`Output::Cancel`] stops
+//! the handler at once: the execution ends then, and that end is fed back
+//! instead. Every execution goes into the trace with true start and end
+//! times.
 //!
 //! [`Output::Execute`]: custody::engine::Output::Execute
+//! [`Output::Cancel`]: custody::engine::Output::Cancel
 
 use custody::engine::{ClientId, Execution, Input, Outcome};
 
@@ -31,6 +34,7 @@ impl Sim {
             attempt,
             start: self.now,
             end: None,
+            cancelled: false,
         });
         let node = &mut self.nodes[i];
         node.executing.insert(exec);
@@ -41,11 +45,45 @@ impl Sim {
         self.push(self.now + run_us, Ev::TaskDone { node: i, boot, exec, resource: task.resource, seq: token.seq });
     }
 
-    /// A handler's end reaches its node: only the same running life takes
-    /// it; a paused one takes it when it resumes.
-    pub(super) fn deliver_task_done(&mut self, node: usize, boot: u64, exec: usize, resource: String, seq: u64) {
+    /// Node `i` cancels its execution of `resource`'s task `seq`: the
+    /// handler honours it at once. The execution ends now in the trace, and
+    /// its end is reported to the node next (its own end, due later, is
+    /// dropped).
+    pub(super) fn cancel(&mut self, i: usize, resource: String, seq: u64) {
+        let r = parse_index(&resource, 'r').unwrap_or(u64::MAX);
+        let node = &mut self.nodes[i];
+        let Some(exec) =
+            node.executing.iter().copied().find(|&e| self.trace[e].resource == r && self.trace[e].token.seq == seq)
+        else {
+            return;
+        };
+        node.executing.remove(&exec);
+        self.trace[exec].end = Some(self.now);
+        self.trace[exec].cancelled = true;
+        let boot = node.boot;
+        self.push(self.now, Ev::CancelDone { node: i, boot, resource, seq });
+    }
+
+    /// The end of a cancelled execution reaches its node (as for
+    /// [`Sim::deliver_task_done`]).
+    pub(super) fn deliver_cancel_done(&mut self, node: usize, boot: u64, resource: String, seq: u64) {
         let n = &mut self.nodes[node];
         if n.boot != boot || n.engine.is_none() {
+            return;
+        }
+        if n.paused {
+            n.held.push(Ev::CancelDone { node, boot, resource, seq });
+            return;
+        }
+        self.input(node, Input::TaskDone { resource, seq, outcome: Outcome::Failed("cancelled".into()) });
+    }
+
+    /// A handler's end reaches its node: only the same running life takes
+    /// it; a paused one takes it when it resumes. An execution that was
+    /// cancelled has ended already.
+    pub(super) fn deliver_task_done(&mut self, node: usize, boot: u64, exec: usize, resource: String, seq: u64) {
+        let n = &mut self.nodes[node];
+        if n.boot != boot || n.engine.is_none() || !n.executing.contains(&exec) {
             return;
         }
         if n.paused {

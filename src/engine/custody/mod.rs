@@ -25,10 +25,15 @@
 //! transfer.
 //!
 //! A node runs a task only if it holds the resource's piece, owns it in its
-//! latest epoch, and has a lease that outlasts the longest task
-//! (`now + d_max ≤ lease_end`). Per resource the tasks run one at a time in
-//! sequence order; a pool of `workers` is shared round-robin over the
-//! resources with work, so a hot resource takes one worker, never all.
+//! latest epoch, and holds a lease for more than the cancel margin
+//! (`now + cancel_margin < lease_end`). A task may run longer than a lease:
+//! the node renews while it runs, and when it cannot, cancels it
+//! `cancel_margin` before the lease ends (`Custody::cancel_running`); a
+//! cancelled task did not complete, and runs again from the head of its
+//! resource's queue once its execution has ended. Per resource the tasks
+//! run one at a time in sequence order; a pool of `workers` is shared
+//! round-robin over the resources with work, so a hot resource takes one
+//! worker, never all.
 //!
 //! A task submitted anywhere goes through that node (its **gateway**), which
 //! routes it to the custodian of its latest epoch, follows one redirect to a
@@ -100,6 +105,13 @@ pub enum CustodyOutput {
     Reply(ClientId, Response),
     /// Run a task.
     Execute(Execution),
+    /// Stop a running execution: the lease it runs under is about to end.
+    Cancel {
+        /// Its resource.
+        resource: String,
+        /// Its sequence number.
+        seq: u64,
+    },
 }
 
 /// How a gateway asks a custodian to take a task (a [`TaskMsg::Submit`]).
@@ -137,6 +149,12 @@ pub struct CustodyStats {
     pub tasks_started: u64,
     /// Task executions finished.
     pub tasks_executed: u64,
+    /// Executions cancelled because the lease they ran under was about to
+    /// end without a renewal.
+    pub tasks_cancelled: u64,
+    /// Ends of cancelled executions reported (a `TaskDone` after the
+    /// cancel): their outcome was ignored and the task queued again.
+    pub cancelled_ends: u64,
     /// Transfers sent and acknowledged.
     pub transfers_sent: u64,
     /// Transfers received (first copies).
@@ -212,9 +230,13 @@ struct Running {
     seq: u64,
     task_id: String,
     waiters: Vec<Waiter>,
-    /// The task and its executions so far, for a replica's whole state.
+    /// The task and its executions so far: for a replica's whole state,
+    /// and to queue it again if this execution is cancelled.
     task: Task,
     attempts: u32,
+    /// Cancelled (its lease was about to end): its end, when reported,
+    /// completes nothing.
+    cancelled: bool,
 }
 
 #[derive(Debug, Default)]
@@ -344,6 +366,8 @@ pub(crate) struct Custody {
     queued_bytes_total: usize,
     runnable: VecDeque<Key>,
     running: usize,
+    /// Of the `running`, those cancelled whose end is not reported yet.
+    cancelled: usize,
     outgoing: BTreeMap<u64, Outgoing>,
     /// Sealed parts wait for room among the outgoing transfers.
     held_back: bool,
@@ -400,6 +424,7 @@ impl Custody {
             queued_bytes_total: 0,
             runnable: VecDeque::new(),
             running: 0,
+            cancelled: 0,
             outgoing: BTreeMap::new(),
             held_back: false,
             next_transfer: 1,
@@ -857,7 +882,7 @@ impl Custody {
     }
 
     /// Starts what may start: a free worker, a runnable resource, an active
-    /// piece, and a lease that outlasts the task (`lease_ok`).
+    /// piece, and a lease beyond the cancel margin (`lease_ok`).
     pub(crate) fn pump(&mut self, now: Instant, lease_ok: bool) {
         if !lease_ok {
             return;
@@ -887,12 +912,17 @@ impl Custody {
                     res.token_epochs.pop_front();
                 }
             }
+            debug_assert!(
+                res.queue.front().is_none_or(|t| t.seq == next.seq + 1),
+                "the queue holds the tasks after the one starting, in sequence order"
+            );
             res.running = Some(Running {
                 seq: next.seq,
                 task_id: next.task.id.clone(),
                 waiters: next.waiters,
                 task: next.task.clone(),
                 attempts: next.attempts,
+                cancelled: false,
             });
             self.running += 1;
             self.stats.tasks_started += 1;
@@ -905,6 +935,9 @@ impl Custody {
     /// reported twice) are ignored.
     pub(crate) fn finished(&mut self, resource: &str, seq: u64, outcome: Outcome, now: Instant) {
         let key: Key = (Ring::key_hash(resource), resource.to_string());
+        if self.end_cancelled(&key, seq, now) {
+            return;
+        }
         let Some(running) = self.resources.get_mut(&key).and_then(|res| res.running.take_if(|r| r.seq == seq)) else {
             tracing::warn!(resource, seq, "the end of an execution that is not running here");
             return;
@@ -930,6 +963,64 @@ impl Custody {
         if self.piece_of(key.0).is_some_and(|p| matches!(p.role, Role::Sealing { .. })) {
             self.send_sealed(now);
         }
+    }
+
+    /// Executions running (cancelled ones included, until their end is
+    /// reported).
+    pub(crate) fn running(&self) -> usize {
+        self.running
+    }
+
+    /// Executions running and not cancelled.
+    pub(crate) fn running_uncancelled(&self) -> usize {
+        self.running - self.cancelled
+    }
+
+    /// Cancels every running execution not cancelled yet: the lease they
+    /// run under ends within the cancel margin. Each one's end, when the
+    /// driver reports it, puts its task back at the head of its queue
+    /// ([`Custody::end_cancelled`]); until then the resource counts as
+    /// running, so nothing of it starts or moves.
+    pub(crate) fn cancel_running(&mut self) {
+        let mut left = self.running_uncancelled();
+        // Only when a lease lapses: a walk over the resources is fine.
+        for ((_, resource), res) in &mut self.resources {
+            if left == 0 {
+                break;
+            }
+            let Some(r) = res.running.as_mut().filter(|r| !r.cancelled) else { continue };
+            r.cancelled = true;
+            left -= 1;
+            self.cancelled += 1;
+            self.stats.tasks_cancelled += 1;
+            tracing::warn!(resource, seq = r.seq, "the lease ends without a renewal: cancelling the execution");
+            self.outputs.push(CustodyOutput::Cancel { resource: resource.clone(), seq: r.seq });
+        }
+    }
+
+    /// The end of a cancelled execution of `key`'s task `seq`, if that is
+    /// what is running: the task did not complete. It goes back to the head
+    /// of its queue with its attempts and waiters (the watermark stays),
+    /// to run again here once a lease allows, or to travel with the
+    /// resource. The outcome reported is ignored, and counted.
+    fn end_cancelled(&mut self, key: &Key, seq: u64, now: Instant) -> bool {
+        let Some(res) = self.resources.get_mut(key) else { return false };
+        let Some(r) = res.running.take_if(|r| r.seq == seq && r.cancelled) else { return false };
+        let weight = r.task.weight();
+        // Counted against the bounds when it was accepted: back in its
+        // queue, it may hold one task past them (one accepted while it ran).
+        res.queue.push_front(PendingTask { seq, task: r.task, attempts: r.attempts, waiters: r.waiters });
+        res.queued_bytes += weight;
+        self.queued_total += 1;
+        self.queued_bytes_total += weight;
+        self.running -= 1;
+        self.cancelled -= 1;
+        self.stats.cancelled_ends += 1;
+        self.schedule(key);
+        if self.piece_of(key.0).is_some_and(|p| matches!(p.role, Role::Sealing { .. })) {
+            self.send_sealed(now);
+        }
+        true
     }
 
     // ---- handoff ------------------------------------------------------------------

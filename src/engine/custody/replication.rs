@@ -366,12 +366,16 @@ impl Custody {
     /// The pieces changed (a new epoch, a part taken): every replica needs
     /// a new mark for this epoch.
     pub(super) fn restart_sync(&mut self) {
+        // A ring of one member (or k = 1) has no replicas to mark.
+        let alone = self.ring.as_ref().is_none_or(|ring| {
+            ring.ranges().next().is_none_or(|(range, _, _)| ring.replicas(range, self.k).len() <= 1)
+        });
         self.sync = Some(SyncRound {
             epoch: self.epoch,
             covered: BTreeSet::new(),
             outstanding: BTreeMap::new(),
             next_try: Instant::ZERO,
-            complete: false,
+            complete: alone,
         });
     }
 

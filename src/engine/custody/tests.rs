@@ -416,7 +416,16 @@ fn a_receiver_removed_before_acknowledging_leaves_its_transfer_in_doubt() {
     let info = ca.info();
     assert!(info.ranges_unavailable > 0);
     assert_eq!(submit_from(&mut ca, 5, 2, task("t2", &r)), TaskMsg::NotReady { req: 2 });
-    assert_eq!(ca.next_deadline(), None, "transfers in doubt are not resent");
+    // Its receiver was removed: a recovers the part from b's replicas of
+    // epoch 2 (with k = 1, b alone: never, while b does not answer), and
+    // does not resend the transfer.
+    assert_eq!(info.ranges_recovering, ca.stats().recoveries_started);
+    assert!(info.ranges_recovering > 0);
+    let next = ca.next_deadline().expect("the recovery asks again");
+    ca.handle_timeout(next, true);
+    let outs = outputs(&mut ca);
+    assert!(transfers(&outs).is_empty(), "transfers in doubt are not resent");
+    assert!(sent(&outs).iter().all(|(to, m)| *to == b.addr && matches!(m, TaskMsg::Recover { epoch: 3, .. })));
 }
 
 #[test]
@@ -817,4 +826,90 @@ fn forgotten_ids_are_kept_up_to_their_bound_oldest_first_out() {
     assert_eq!(res.forgotten_by_hash.len(), FORGOTTEN_PER_RESOURCE_MAX);
     assert_eq!(res.forgotten_seq("t5"), None, "the oldest went");
     assert_eq!(res.forgotten_seq("t6"), Some(6));
+}
+
+/// The attempt numbers of the executions among `outs`, by task id.
+fn attempts(outs: &[CustodyOutput]) -> Vec<(String, u32, Token)> {
+    outs.iter()
+        .filter_map(|o| match o {
+            CustodyOutput::Execute(e) => Some((e.task.id.clone(), e.attempt, e.token)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_cancelled_execution_completes_nothing_and_its_task_runs_again_first() {
+    let (mut c, _, _) = founder(8);
+    let gateway = id(5).addr;
+    for i in 1..=2 {
+        c.on_submit(gateway, Ask { req: i, wait: true, seq: None }, task(&format!("t{i}"), "r"), true, T0);
+    }
+    c.pump(T0, true);
+    outputs(&mut c);
+    assert_eq!((c.running(), c.running_uncancelled()), (1, 1));
+
+    // The lease is about to end: one cancel per running execution, once.
+    c.cancel_running();
+    assert_eq!(outputs(&mut c), vec![CustodyOutput::Cancel { resource: "r".into(), seq: 1 }]);
+    c.cancel_running();
+    assert!(outputs(&mut c).is_empty(), "a cancel is emitted once");
+    assert_eq!((c.running(), c.running_uncancelled()), (1, 0));
+    // Until its end is reported, r still runs: nothing of it starts.
+    c.pump(at(1), true);
+    assert!(outputs(&mut c).is_empty());
+
+    // Its end, whatever the handler said, completes nothing: no answer,
+    // no watermark, the task first in its queue again with its waiter.
+    c.finished("r", 1, Outcome::Ok(b"late".to_vec()), at(2));
+    assert!(outputs(&mut c).is_empty(), "nobody is told a cancelled task ran");
+    let s = c.stats();
+    assert_eq!((s.tasks_cancelled, s.cancelled_ends, s.tasks_executed), (1, 1, 0));
+    assert_eq!(c.info().tasks_queued, 2);
+    // A second report of that end is not another one.
+    c.finished("r", 1, Outcome::Ok(vec![]), at(2));
+    assert_eq!(c.stats().cancelled_ends, 1);
+
+    // With a lease again, it runs first, as its next attempt, same token.
+    c.pump(at(3), true);
+    assert_eq!(attempts(&outputs(&mut c)), vec![("t1".to_string(), 2, Token { epoch: 1, seq: 1 })]);
+    c.finished("r", 1, Outcome::Ok(b"done".to_vec()), at(4));
+    let done = sent(&outputs(&mut c));
+    assert_eq!(
+        done,
+        vec![(
+            gateway,
+            TaskMsg::Done {
+                req: 1,
+                task_id: "t1".into(),
+                token: Token { epoch: 1, seq: 1 },
+                outcome: Some(Outcome::Ok(b"done".to_vec()))
+            }
+        )]
+    );
+    c.pump(at(4), true);
+    assert_eq!(attempts(&outputs(&mut c)), vec![("t2".to_string(), 1, Token { epoch: 1, seq: 2 })]);
+}
+
+#[test]
+fn a_cancelled_task_of_a_moved_range_travels_first_in_its_queue() {
+    let (a, b, _, c2, r, mut ca) = t1_on_a_moving_to_b();
+    submit_from(&mut ca, 5, 2, task("t2", &r));
+    ca.pump(T0, true);
+    assert_eq!(attempts(&outputs(&mut ca)).len(), 1);
+    ca.cancel_running();
+    outputs(&mut ca);
+    // Moved meanwhile: r's part waits for the cancelled execution's end.
+    ca.on_epoch(&c2, at(1));
+    let moved = transfers(&outputs(&mut ca));
+    assert!(moved.iter().all(|(_, t)| t.resources.iter().all(|s| s.resource != r)));
+    ca.finished(&r, 1, Outcome::Failed("cancelled".into()), at(2));
+    let moved = transfers(&outputs(&mut ca));
+    let state = moved.iter().flat_map(|(_, t)| &t.resources).find(|s| s.resource == r).expect("r goes").clone();
+    assert_eq!((state.executed, state.last_seq), (0, 2));
+    assert_eq!(state.pending.iter().map(|p| (p.seq, p.attempts)).collect::<Vec<_>>(), vec![(1, 1), (2, 0)]);
+    // At b, it runs again first, with b's higher token.
+    let mut cb = received_by(&b, &c2, a.addr, &moved, at(3));
+    cb.pump(at(3), true);
+    assert_eq!(attempts(&outputs(&mut cb)), vec![("t1".to_string(), 2, Token { epoch: 2, seq: 1 })]);
 }

@@ -1,7 +1,11 @@
 //! **I6** attributable duplicates: a task runs twice only after a fault
 //! touched its resource's custody (a crash, pause or partition), never when
 //! the plan expects exactly once, and a second execution always carries a
-//! higher token than the one before (a newer custodian or lock holder).
+//! higher token than the one before (a newer custodian or lock holder);
+//! or after its custodian cancelled the first one (the lease it ran under
+//! was ending), with a token at least as high: equal when the same
+//! custodian runs it again, which a fencing-aware resource applies at most
+//! once.
 
 use super::Cx;
 use crate::checker::exposure::exposures;
@@ -20,6 +24,7 @@ pub(super) fn check(cx: &Cx<'_, '_>) -> Invariant {
     let run = cx.run;
     let index = cx.index;
     let mut duplicates = 0u64;
+    let mut after_cancel = 0u64;
     let mut dup_tasks = 0u64;
     let mut unexcused_dups = 0u64;
     let mut bad_dups: Tally<(Ix, Ix)> = Tally::new();
@@ -31,6 +36,15 @@ pub(super) fn check(cx: &Cx<'_, '_>) -> Invariant {
         for pair in runs.windows(2) {
             duplicates += 1;
             let (a, b) = (pair[0], pair[1]);
+            if ex(a).cancelled {
+                // Its custodian stopped the first run (it did not complete):
+                // the engine's own answer to a lease it could not renew.
+                after_cancel += 1;
+                if ex(b).token < ex(a).token {
+                    bad_dups.add(ex(b).start, (a, b));
+                }
+                continue;
+            }
             let excused = !run.expect.exactly_once
                 && (run.faults.run_wide
                     || exposures(run.faults.exposures, task.resource)
@@ -47,18 +61,19 @@ pub(super) fn check(cx: &Cx<'_, '_>) -> Invariant {
     cx.invariant(
         "I6",
         "attributable duplicates: a task runs again only after a fault touched its resource's custody, with a \
-         newer token",
+         newer token, or after its custodian cancelled it",
         CheckKind::Safety,
         bad_dups.count,
         match bad_dups.first {
             None if duplicates == 0 => "no duplicate execution".into(),
             None => format!(
                 "{duplicates} duplicate executions of {dup_tasks} tasks, each with a newer token after a fault \
-                 touched its resource's custody"
+                 touched its resource's custody, or after a cancel ({after_cancel})"
             ),
             Some((_, (a, b))) => format!(
                 "{duplicates} duplicate executions of {dup_tasks} tasks ({unexcused_dups} where no fault touched \
-                 the resource's custody, or the plan demands exactly once); first: {} and again {}",
+                 the resource's custody, or the plan demands exactly once; {after_cancel} after a cancel); first: \
+                 {} and again {}",
                 ex(a),
                 ex(b)
             ),
@@ -77,5 +92,31 @@ mod tests {
         let out = invs(Mode::Custody, &mut tasks, &trace, &facts(LOOSE, true));
         assert_eq!(failed(&out), ["I6", "I7"]);
         assert!(get(&out, "I6").detail.contains("1 duplicate executions of 1 tasks (0 where"), "{:?}", get(&out, "I6"));
+    }
+
+    #[test]
+    fn i6_and_i7_take_a_cancelled_task_run_again_under_its_token_and_nothing_lower() {
+        // Exactly once demanded, and no fault touched r0: only the cancel
+        // explains the second run.
+        let mut tasks = [record(0, (2, 1))];
+        let cancelled = ExecRecord { cancelled: true, ..exec(0, 0, 0, (2, 1), 100, 150) };
+        let trace = [cancelled.clone(), exec(0, 0, 0, (2, 1), 300, 400)];
+        let out = invs(Mode::Custody, &mut tasks, &trace, &facts(STRICT, false));
+        assert!(failed(&out).is_empty(), "{out:#?}");
+        assert!(get(&out, "I6").detail.contains("after a cancel (1)"), "{:?}", get(&out, "I6"));
+        // Elsewhere, under a newer token, too.
+        let trace = [cancelled.clone(), exec(1, 0, 0, (3, 1), 300, 400)];
+        let mut tasks = [record(0, (3, 1))];
+        assert!(failed(&invs(Mode::Custody, &mut tasks, &trace, &facts(STRICT, false))).is_empty());
+        // Never under a lower one.
+        let mut tasks = [record(0, (1, 1))];
+        let trace =
+            [ExecRecord { cancelled: true, ..exec(0, 0, 0, (2, 1), 100, 150) }, exec(1, 0, 0, (1, 1), 300, 400)];
+        let out = invs(Mode::Custody, &mut tasks, &trace, &facts(STRICT, false));
+        assert!(failed(&out).contains(&"I6") && failed(&out).contains(&"I7"), "{out:#?}");
+        // And a run that was not cancelled excuses nothing.
+        let mut tasks = [record(0, (2, 1))];
+        let trace = [exec(0, 0, 0, (2, 1), 100, 150), exec(0, 0, 0, (2, 1), 300, 400)];
+        assert_eq!(failed(&invs(Mode::Custody, &mut tasks, &trace, &facts(STRICT, false))), ["I6", "I7"]);
     }
 }

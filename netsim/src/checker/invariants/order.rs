@@ -1,13 +1,15 @@
 //! **I7** per-resource order: executions of one resource start in token
 //! order (sequence numbers increase within an epoch; they may go back only
-//! with a higher epoch, to re-run an unconfirmed tail).
+//! with a higher epoch, to re-run an unconfirmed tail). After a cancelled
+//! execution the same token may start again: the cancelled task runs again
+//! first, under the same custodian's token.
 
 use super::Cx;
 use crate::checker::{Ix, Tally};
 use crate::report::{CheckKind, Invariant};
 
 /// I7: per resource, in start order, tokens increase; a seq goes back
-/// only with a higher epoch.
+/// only with a higher epoch; a cancelled execution's token may start again.
 pub(super) fn check(cx: &Cx<'_, '_>) -> Invariant {
     let trace = cx.run.trace;
     let ex = |i: Ix| &trace[i as usize];
@@ -16,7 +18,8 @@ pub(super) fn check(cx: &Cx<'_, '_>) -> Invariant {
     for group in index.resources() {
         for pair in group.windows(2) {
             let (a, b) = (ex(pair[0]).token, ex(pair[1]).token);
-            if b.epoch < a.epoch || (b.epoch == a.epoch && b.seq <= a.seq) {
+            let again = ex(pair[0]).cancelled && a == b;
+            if !again && (b.epoch < a.epoch || (b.epoch == a.epoch && b.seq <= a.seq)) {
                 disorder.add(ex(pair[1]).start, (pair[0], pair[1]));
             }
         }
