@@ -539,6 +539,12 @@ fn print_report(report: &Report, replay: &str) {
         "  handoffs: {} range transfers, {} resources moved, {} tasks moved, {} in doubt{since}",
         h.range_transfers, h.resources_moved, h.tasks_moved, h.transfers_in_doubt
     );
+    if h.recoveries_started > 0 {
+        println!(
+            "  recovery: {} parts started, {} recovered ({} resources, {} tasks not run yet), {} without a read quorum holding them",
+            h.recoveries_started, h.parts_recovered, h.resources_recovered, h.tasks_recovered, h.recoveries_stuck
+        );
+    }
     let f = &report.faults_injected;
     println!(
         "  injected: {} dropped, {} duplicated, {} reordered, {} partition-dropped, {} stream frames reset, {} crashes, {} pauses",

@@ -210,6 +210,23 @@ pub struct Handoffs {
     pub transfers_acked: u64,
     /// Transfers whose receiver was removed before acknowledging.
     pub transfers_in_doubt: u64,
+    /// Parts whose recovery started: their custodian was removed without
+    /// handing them off.
+    #[serde(default)]
+    pub recoveries_started: u64,
+    /// Parts taken by recovery, from a read quorum of their replicas.
+    #[serde(default)]
+    pub parts_recovered: u64,
+    /// Resources taken by recovery.
+    #[serde(default)]
+    pub resources_recovered: u64,
+    /// Tasks not run yet taken by recovery.
+    #[serde(default)]
+    pub tasks_recovered: u64,
+    /// Parts whose recovery cannot complete: every replica answered and
+    /// none held the removed custodian's complete copy.
+    #[serde(default)]
+    pub recoveries_stuck: u64,
     /// What moved from the first fault on: the membership changes' share,
     /// without the formation's (the founder hands off most of the circle
     /// when the formed cluster's first epoch admits the others). `null`

@@ -303,4 +303,9 @@ pub(super) fn add_custody(sum: &mut Handoffs, stats: CustodyStats) {
     sum.tasks_moved += stats.tasks_received;
     sum.transfers_acked += stats.transfers_sent;
     sum.transfers_in_doubt += stats.transfers_in_doubt;
+    sum.recoveries_started += stats.recoveries_started;
+    sum.parts_recovered += stats.ranges_recovered;
+    sum.resources_recovered += stats.resources_recovered;
+    sum.tasks_recovered += stats.tasks_recovered;
+    sum.recoveries_stuck += stats.recoveries_stuck;
 }

@@ -89,6 +89,8 @@ pub const TRANSFER_RETRY: Duration = Duration::from_secs(1);
 /// Bytes of resource state per transfer message, roughly; the state of one
 /// resource is never split (it is bounded well below the frame limit).
 pub const TRANSFER_CHUNK_BYTES: usize = 256 * 1024;
+/// Epochs whose rings a node keeps for recovery (see `recovery.rs`).
+pub const RING_HISTORY_MAX: usize = 32;
 /// Transfers sent and not acknowledged yet, at one node. Sealed parts wait
 /// while it is reached.
 pub const TRANSFERS_OUTSTANDING_MAX: usize = 4096;
@@ -393,9 +395,10 @@ pub(crate) struct Custody {
     /// This node's marks for its latest epoch (`replication.rs`).
     sync: Option<SyncRound>,
     next_sync: u64,
-    /// The ring of the epoch before the latest, with its k, if this node
-    /// learned both: where a recovery finds the previous replicas.
-    prev: Option<(u64, Arc<Ring>, usize)>,
+    /// The rings (with their k) of the last [`RING_HISTORY_MAX`] epochs this
+    /// node learned, the latest included: where a recovery finds the
+    /// previous replicas, and checks they did not change.
+    history: BTreeMap<u64, (Arc<Ring>, usize)>,
     recoveries: BTreeMap<u64, Recovery>,
     next_recovery: u64,
     /// When the next recovered part's wait ends.
@@ -440,7 +443,7 @@ impl Custody {
             replicas: Replicas::default(),
             sync: None,
             next_sync: 1,
-            prev: None,
+            history: BTreeMap::new(),
             recoveries: BTreeMap::new(),
             next_recovery: 1,
             recovery_due: None,
@@ -508,10 +511,14 @@ impl Custody {
             return;
         }
         let first = self.epoch == 0;
-        self.prev = self.ring.take().map(|ring| (self.epoch, ring, self.k));
         self.epoch = config.epoch;
         self.k = usize::from(config.replication);
-        self.ring = Some(self.rings.ring(config));
+        let ring = self.rings.ring(config);
+        self.history.insert(config.epoch, (ring.clone(), self.k));
+        while self.history.len() > RING_HISTORY_MAX {
+            self.history.pop_first();
+        }
+        self.ring = Some(ring);
         // The founder's first configuration: custody of the whole circle.
         if first && config.epoch == 1 && config.contains(&self.me) && self.pieces.is_empty() {
             let span = Span { start: 0, end: 0 };

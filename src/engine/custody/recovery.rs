@@ -37,6 +37,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::super::epoch::Configuration;
@@ -80,6 +81,8 @@ pub(super) struct Recovery {
     learned_at: Instant,
     /// The part's replicas in the epoch before.
     members: Vec<NodeId>,
+    /// Its custodian in the epoch before.
+    previous: NodeId,
     /// Replies needed (the read quorum).
     needed: usize,
     replies: BTreeMap<SocketAddr, Reply>,
@@ -96,24 +99,27 @@ impl Custody {
     /// ring's): starts recovering the parts this node owns, holds nothing
     /// of, and whose previous custodian is not a member any more.
     pub(super) fn start_recoveries(&mut self, config: &Configuration, now: Instant) {
-        let (Some(ring), Some((prev_epoch, prev_ring, prev_k))) = (self.ring.clone(), self.prev.clone()) else {
+        let Some(ring) = self.ring.clone() else { return };
+        let Some((prev_ring, prev_k)) = self.history.get(&self.epoch.saturating_sub(1)).cloned() else {
+            // The epoch before was skipped here: its replicas are unknown.
             return;
         };
-        if prev_epoch + 1 != self.epoch {
-            return;
-        }
         for (_, span, owner) in ring.ranges() {
             if !is_life(owner, &self.me) {
                 continue;
             }
             for (range, part, before) in prev_ring.cut(span) {
-                if before.addr == self.me.addr
+                // An earlier life of this process held it: its state is
+                // here, recut like any other. An earlier life of another
+                // process at this address (a restart) lost it: recover.
+                let held_here = before.addr == self.me.addr && self.born <= before.incarnation;
+                if held_here
                     || config.contains(before)
                     || self.pieces.values().any(|p| overlaps(p.span, part))
                     || self.recoveries.values().any(|r| overlaps(r.span, part))
                 {
-                    // Held here (by this life or an earlier one), handed off
-                    // by a member, or being recovered already.
+                    // Held here, handed off by a member, or being recovered
+                    // already.
                     continue;
                 }
                 if self.recoveries.len() >= RECOVERIES_MAX {
@@ -134,6 +140,7 @@ impl Custody {
                         epoch: self.epoch,
                         learned_at: now,
                         members,
+                        previous: before.clone(),
                         needed,
                         replies: BTreeMap::new(),
                         asked_at: now,
@@ -245,7 +252,14 @@ impl Custody {
     fn check_quorum(&mut self, id: u64, now: Instant) {
         let Some(r) = self.recoveries.get_mut(&id) else { return };
         let done: Vec<&Reply> = r.replies.values().filter(|x| x.complete()).collect();
-        let marked = done.iter().any(|x| x.synced >= r.epoch.saturating_sub(1));
+        // The previous custodian's mark of the epoch before; or an older
+        // mark, if from that epoch on the part had the same custodian and
+        // the same replicas (the same lives) in every epoch: then the read
+        // quorum meets every write quorum it counted since that mark too.
+        let prev = r.epoch.saturating_sub(1);
+        let best = done.iter().map(|x| x.synced).max().unwrap_or(0);
+        let marked =
+            best >= prev || (best > 0 && unchanged_since(&self.history, r.span, &r.previous, &r.members, best, prev));
         if done.len() >= r.needed && marked {
             let states: Vec<ResourceState> = done.iter().flat_map(|x| x.resources.iter().cloned()).collect();
             r.merged = Some(merge(states));
@@ -306,7 +320,13 @@ impl Custody {
             self.stats.resources_recovered += states.len() as u64;
             self.stats.tasks_recovered += states.iter().map(|s| s.pending.len() as u64).sum::<u64>();
             tracing::info!(part = %r.span, epoch = r.epoch, resources = states.len(), "took custody by recovery");
-            for state in states {
+            for mut state in states {
+                // The first task not known to have run may have been running
+                // at the previous custodian: its next run is at least the
+                // second (the handler sees attempt > 1).
+                if let Some(head) = state.pending.first_mut() {
+                    head.attempts = head.attempts.max(1);
+                }
                 self.take_resource(state);
             }
             self.marks.raise(r.span, r.epoch);
@@ -323,6 +343,24 @@ impl Custody {
     pub(crate) fn recovering(&self) -> (usize, usize) {
         (self.recoveries.len(), self.recoveries.values().filter(|r| r.stuck).count())
     }
+}
+
+/// Whether every epoch from `since` to `upto` is in `history` and gives
+/// every point of `span` to `owner` with exactly `members` as replicas.
+fn unchanged_since(
+    history: &BTreeMap<u64, (Arc<Ring>, usize)>,
+    span: Span,
+    owner: &NodeId,
+    members: &[NodeId],
+    since: u64,
+    upto: u64,
+) -> bool {
+    (since..=upto).all(|epoch| {
+        let Some((ring, k)) = history.get(&epoch) else { return false };
+        ring.cut(span)
+            .into_iter()
+            .all(|(range, _, o)| o == owner && ring.replicas(range, *k).into_iter().eq(members.iter()))
+    })
 }
 
 /// Roughly the bytes a state takes on the wire.
@@ -456,5 +494,105 @@ mod tests {
         assert_eq!(m.pending.iter().map(|t| t.seq).collect::<Vec<_>>(), vec![5]);
         assert!(m.dedup.iter().all(|d| d.1 <= 5), "{:?}", m.dedup);
         m.validate().unwrap();
+    }
+}
+
+#[cfg(test)]
+mod quorum_tests {
+    use std::collections::BTreeMap;
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use super::super::{Custody, CustodyOutput};
+    use crate::engine::epoch::{Changes, Configuration};
+    use crate::engine::id::NodeId;
+    use crate::engine::ring::Span;
+    use crate::engine::time::Instant;
+    use crate::engine::wire::{RecoverReply, TaskMsg};
+
+    fn id(port: u16, incarnation: u64) -> NodeId {
+        NodeId::new(SocketAddr::from(([127, 0, 0, 1], port)), incarnation, &format!("n{port}"))
+    }
+
+    /// Epoch 2: a, b, c, d with k = 3; epoch 3 removes a. Returns the node
+    /// that owns, in epoch 3, the most of a's points, its custody after
+    /// learning both epochs, and the recoveries it asked for.
+    fn removed_a() -> (Custody, Vec<(SocketAddr, u64, Span)>, NodeId) {
+        let ids: Vec<NodeId> = (1..=4).map(|p| id(p, 1)).collect();
+        let c1 = Configuration::first(9, ids[0].clone(), 16, 3);
+        let c2 = c1.next(&Changes { joins: ids[1..].to_vec(), ..Changes::default() }).unwrap();
+        let c3 = c2.next(&Changes { removals: vec![ids[0].clone()], ..Changes::default() }).unwrap();
+        let ring3 = c3.ring();
+        let heir = ids[1..].iter().max_by_key(|n| ring3.ranges().filter(|(_, _, o)| *o == *n).count()).unwrap();
+        let mut c = Custody::new(heir.clone(), Duration::from_millis(100), 4);
+        c.set_recovery_wait(Duration::from_secs(5));
+        c.on_epoch(&c2, Instant::ZERO);
+        c.drain().for_each(drop);
+        c.on_epoch(&c3, Instant::ZERO);
+        let asks = c
+            .drain()
+            .filter_map(|o| match o {
+                CustodyOutput::Send(to, TaskMsg::Recover { id, epoch: 3, span }) => Some((to, id, span)),
+                _ => None,
+            })
+            .collect();
+        (c, asks, heir.clone())
+    }
+
+    fn reply(id: u64, born: u64, synced: u64) -> RecoverReply {
+        RecoverReply { id, epoch: 3, born, synced, chunk: 0, chunks: 1, resources: Vec::new() }
+    }
+
+    #[test]
+    fn a_part_is_taken_only_after_a_marked_read_quorum_and_the_wait() {
+        let (mut c, asks, heir) = removed_a();
+        assert!(!asks.is_empty(), "the heir asks a's replicas");
+        let mut by_id: BTreeMap<u64, Vec<SocketAddr>> = BTreeMap::new();
+        for (to, id, _) in &asks {
+            by_id.entry(*id).or_default().push(*to);
+        }
+        // A recovery the heir replicates itself answers itself; pick one
+        // where two others are asked (it needs both: n = 3, quorum 2).
+        let (&rid, targets) = by_id.iter().find(|(_, t)| t.len() == 2 && !t.contains(&heir.addr)).unwrap();
+        let (x, y) = (targets[0], targets[1]);
+        let t = Instant::from_micros(1000);
+        // A restarted process's answer (it began after the life that held
+        // the copies) does not count; an answer without a's mark does not
+        // make the quorum usable.
+        c.on_recover_reply(x, reply(rid, 2, 2), t);
+        c.on_recover_reply(y, reply(rid, 1, 1), t);
+        assert!(c.recoveries[&rid].merged.is_none(), "no quorum with a's mark yet");
+        assert_eq!(c.recovering().1, 0);
+        // The same replica from the right process, with a's mark of epoch 2.
+        c.on_recover_reply(x, reply(rid, 1, 2), t);
+        assert!(c.recoveries[&rid].merged.is_some());
+        let span = c.recoveries[&rid].span;
+        // Not before the wait.
+        c.handle_timeout(Instant::from_micros(4_000_000), true);
+        assert!(c.piece_of(span.end).is_none(), "taken before the old lease ran out");
+        let wait = c.recovery_wait;
+        c.handle_timeout(Instant::ZERO + wait, true);
+        assert!(c.piece_of(span.end).is_some_and(|p| p.act_epoch == 3));
+        assert_eq!(c.stats().ranges_recovered, 1);
+        // And a late transfer of the part for epoch 3 or older is refused.
+        assert_eq!(c.marks.highest(span), 3);
+    }
+
+    #[test]
+    fn replicas_that_all_answer_without_the_mark_leave_the_part_unavailable() {
+        let (mut c, asks, heir) = removed_a();
+        let (_, rid, _) = *asks.iter().find(|(to, _, _)| *to != heir.addr).unwrap();
+        let members: Vec<SocketAddr> = c.recoveries[&rid].members.iter().map(|m| m.addr).collect();
+        for m in members.iter().filter(|m| **m != heir.addr && **m != id(1, 1).addr) {
+            c.on_recover_reply(*m, reply(rid, 1, 1), Instant::ZERO);
+        }
+        // a itself (crashed) never answers: not everyone answered yet.
+        assert!(c.recoveries[&rid].merged.is_none());
+        // a comes back and answers too, still without the mark of epoch 2
+        // (its ring changed since epoch 1, so an older mark is no good).
+        c.on_recover_reply(id(1, 1).addr, reply(rid, 1, 1), Instant::ZERO);
+        assert!(c.recoveries[&rid].merged.is_none());
+        assert!(c.recoveries[&rid].stuck, "every replica answered: reported");
+        assert_eq!(c.info().ranges_unrecoverable, 1);
     }
 }
