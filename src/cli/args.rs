@@ -120,6 +120,10 @@ pub(crate) struct NodeArgs {
     /// them holds it. Fixed by the node that starts the cluster; a joining node takes the cluster's.
     #[arg(long, value_name = "K", default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=7))]
     pub replicas: u8,
+    /// Rebuild a crashed or removed custodian's ranges from a read quorum of their replicas (off by default while
+    /// it is being proven; see docs/guarantees.md). Without it, such ranges stay unavailable.
+    #[arg(long)]
+    pub recovery: bool,
     /// Failure-detection timings: `lan` (probe 1 s, down after 4 s of suspicion) or `fast` (300 ms / 1 s; quiet networks and tests).
     #[arg(long, value_enum, default_value_t = Profile::Lan)]
     pub profile: Profile,

@@ -25,6 +25,7 @@ pub(crate) async fn run_node(args: NodeArgs) -> Result<()> {
     let config = Config {
         voters: args.voters,
         replication: args.replicas,
+        recovery: args.recovery,
         ..args.tasks.config(args.profile).map_err(anyhow::Error::msg)?
     };
     let handler = CliHandler::new(&args.tasks)?;

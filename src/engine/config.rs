@@ -142,6 +142,15 @@ pub struct Config {
     /// custodian's tasks sooner.
     #[serde(rename = "cancel_margin_ms", with = "millis", default = "cancel_margin_default")]
     pub cancel_margin: Duration,
+    /// Whether a node rebuilds, from a read quorum of their replicas, the
+    /// parts of a custodian removed without handing them off
+    /// (docs/design.md section 7.7). Off by default while it is being
+    /// proven: netsim still finds combined faults (a transfer in doubt to
+    /// a replaced life, a second crash mid-recovery) where it breaks the
+    /// dedup window or stays unavailable without a documented reason.
+    /// Replication before the acknowledgement runs either way.
+    #[serde(default)]
+    pub recovery: bool,
     /// Period of the Raft clock tick (each node jitters it by ±20%).
     /// Elections time out after 10 ticks, heartbeats every 2. Default
     /// 100 ms.
@@ -213,6 +222,7 @@ impl Config {
             lease: Duration::from_secs(5),
             d_max: Duration::from_millis(2500),
             cancel_margin: cancel_margin_default(),
+            recovery: false,
             raft_tick: Duration::from_millis(100),
             replication: super::epoch::REPLICATION_DEFAULT,
             vnodes: VNODES_DEFAULT,

@@ -164,6 +164,7 @@ impl Node {
         let store = EpochStore::new(id.clone(), config.clone(), rng_seed ^ 0x2545_f491_4f6c_dd1d);
         let mut custody = Custody::new(id.clone(), config.d_max, config.workers);
         custody.set_recovery_wait(config.recovery_wait());
+        custody.set_recovery(config.recovery);
         let swim = Swim::with_custom_broadcast(id, config.to_foca(), swim_rng, SwimCodec, gossip);
         // A second stream from the same seed, for the engine's own choices.
         let rng = Xoshiro256PlusPlus::seed_from_u64(rng_seed.rotate_left(32) ^ 0x5bd1_e995_6c07_8965);

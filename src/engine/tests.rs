@@ -977,7 +977,8 @@ fn a_node_asked_to_leave_right_after_its_removal_hands_off_before_it_goes() {
 }
 
 fn removed_node_leaves(leave_first: bool) {
-    let mut net = formed_five();
+    // With recovery: the part it held is rebuilt while it is cut off.
+    let mut net = formed_five_with(&Config { recovery: true, ..Config::lan() });
     // Tasks long enough that a queue builds up at the custodian.
     net.task_time = Duration::from_millis(1000);
     let victim = *net.nodes.iter().find(|(_, n)| !n.is_voter()).expect("non-voters").0;
@@ -1151,7 +1152,7 @@ fn an_earlier_lifes_raft_peer_keeps_voting_until_the_group_removes_it() {
 
 #[test]
 fn a_crashed_custodians_acknowledged_tasks_run_after_recovery() {
-    let mut net = formed_five();
+    let mut net = formed_five_with(&Config { recovery: true, ..Config::lan() });
     net.task_time = Duration::from_millis(100);
     let victim = *net.nodes.iter().find(|(_, n)| !n.is_voter()).expect("two non-voters").0;
     let gateways: Vec<SocketAddr> = net.nodes.keys().copied().filter(|&a| a != victim).collect();

@@ -305,6 +305,10 @@ pub enum ReplicaWrite {
         /// The tasks numbered from `max(base, executed) + 1`, in order.
         #[serde(deserialize_with = "bounded_list")]
         tasks: Vec<PendingTask>,
+        /// The custodian's latest token step `(first seq, epoch)`: the
+        /// epoch of the tokens its tasks run with from that number on.
+        #[serde(default)]
+        step: Option<(u64, u64)>,
     },
     /// The whole state: replaces what the replica holds.
     Full(ResourceState),
@@ -492,7 +496,7 @@ impl ReplicaWrite {
     pub fn validate(&self) -> Result<(), String> {
         let (resource, base, executed, tasks) = match self {
             ReplicaWrite::Full(state) => return state.validate(),
-            ReplicaWrite::Delta { resource, base, executed, tasks } => (resource, *base, *executed, tasks),
+            ReplicaWrite::Delta { resource, base, executed, tasks, .. } => (resource, *base, *executed, tasks),
         };
         let state = ResourceState {
             resource: resource.clone(),

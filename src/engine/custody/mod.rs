@@ -408,6 +408,9 @@ pub(crate) struct Custody {
     recovery_wait: Duration,
     /// The incarnation this process started with: copies held since.
     born: u64,
+    /// Whether this node recovers removed custodians' parts
+    /// ([`super::Config::recovery`]).
+    recovery: bool,
     outputs: Vec<CustodyOutput>,
     stats: CustodyStats,
 }
@@ -449,6 +452,7 @@ impl Custody {
             recovery_due: None,
             recovery_wait: super::Config::lan().recovery_wait(),
             born: me.incarnation,
+            recovery: true,
             outputs: Vec::new(),
             stats: CustodyStats::default(),
         }
@@ -465,6 +469,11 @@ impl Custody {
     /// The latest epoch custody acts on.
     pub(crate) fn epoch(&self) -> u64 {
         self.epoch
+    }
+
+    /// Turns recovery of removed custodians' parts on or off.
+    pub(crate) fn set_recovery(&mut self, on: bool) {
+        self.recovery = on;
     }
 
     /// Sets the wait before a recovered part is taken (`W`).
@@ -806,9 +815,14 @@ impl Custody {
             // A retry: same sequence number, nothing queued again.
             if let Some(w) = waiter {
                 if seq <= res.executed && res.running.as_ref().is_none_or(|r| r.seq != seq) {
-                    let token = Token { epoch: ran_at, seq };
-                    let done = TaskMsg::Done { req: w.req, task_id: task.id, token, outcome: None };
-                    self.deliver(w, done, now);
+                    // A recovered id may not carry its token's epoch: the
+                    // steps do. Without either, no answer names a token.
+                    let ran_at = Some(ran_at).filter(|&e| e > 0).or_else(|| res.token_epoch(seq));
+                    if let Some(epoch) = ran_at {
+                        let token = Token { epoch, seq };
+                        let done = TaskMsg::Done { req: w.req, task_id: task.id, token, outcome: None };
+                        self.deliver(w, done, now);
+                    }
                 } else if let Some(r) = res.running.as_mut().filter(|r| r.seq == seq) {
                     add_waiter(&mut r.waiters, w);
                 } else if let Some(t) = res.queue.iter_mut().find(|t| t.seq == seq) {

@@ -99,6 +99,9 @@ impl Custody {
     /// ring's): starts recovering the parts this node owns, holds nothing
     /// of, and whose previous custodian is not a member any more.
     pub(super) fn start_recoveries(&mut self, config: &Configuration, now: Instant) {
+        if !self.recovery {
+            return;
+        }
         let Some(ring) = self.ring.clone() else { return };
         let Some((prev_ring, prev_k)) = self.history.get(&self.epoch.saturating_sub(1)).cloned() else {
             // The epoch before was skipped here: its replicas are unknown.
@@ -432,8 +435,25 @@ fn merge_one(mut copies: Vec<ResourceState>) -> ResourceState {
     let mut seen = BTreeSet::new();
     dedup.retain(|d| seen.insert(d.0.clone()));
     let token_floor = copies.iter().map(|s| s.token_floor).max().unwrap_or(0);
-    let mut token_epochs = lead.token_epochs.clone();
-    token_epochs.truncate(TOKEN_EPOCHS_PER_RESOURCE_MAX);
+    // Token steps of every copy together, rising in both number and epoch
+    // (the newest custodian's step may be on one copy only).
+    let mut steps: Vec<(u64, u64)> = copies.iter().flat_map(|s| s.token_epochs.iter().copied()).collect();
+    steps.sort_unstable();
+    let mut token_epochs: Vec<(u64, u64)> = Vec::new();
+    for (first, epoch) in steps {
+        match token_epochs.last_mut() {
+            Some(last) if last.0 == first => last.1 = last.1.max(epoch),
+            Some(&mut (_, e)) if epoch <= e => {}
+            _ => token_epochs.push((first, epoch)),
+        }
+    }
+    let skip = token_epochs.len().saturating_sub(TOKEN_EPOCHS_PER_RESOURCE_MAX);
+    token_epochs.drain(..skip);
+    // A replica learns a task's id when it is queued, before it runs: the
+    // epoch of the token it ran with comes from the steps.
+    for d in dedup.iter_mut().filter(|d| d.2 == 0 && d.1 <= executed) {
+        d.2 = token_epochs.iter().rev().find(|&&(first, _)| first <= d.1).map_or(0, |&(_, e)| e);
+    }
     ResourceState {
         resource: lead.resource.clone(),
         last_seq: last,

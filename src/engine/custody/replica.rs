@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use super::super::ring::{Ring, Span};
-use super::super::task::DEDUP_PER_RESOURCE_MAX;
+use super::super::task::{DEDUP_PER_RESOURCE_MAX, TOKEN_EPOCHS_PER_RESOURCE_MAX};
 use super::super::wire::{PendingTask, ReplicaWrite, ResourceState};
 use super::marks::Marks;
 use super::{Key, keys_in_map};
@@ -95,7 +95,9 @@ impl Replicas {
         }
         match write {
             ReplicaWrite::Full(state) => self.apply_full(key, epoch, state),
-            ReplicaWrite::Delta { base, executed, tasks, .. } => self.apply_delta(key, epoch, base, executed, tasks),
+            ReplicaWrite::Delta { base, executed, tasks, step, .. } => {
+                self.apply_delta(key, epoch, base, executed, tasks, step)
+            }
         }
     }
 
@@ -139,6 +141,7 @@ impl Replicas {
         base: u64,
         executed: u64,
         tasks: Vec<PendingTask>,
+        step: Option<(u64, u64)>,
     ) -> Result<u64, Refusal> {
         let held = self.copies.get(&key).map_or(0, |c| c.last_seq);
         if base > held || (base > 0 && !self.copies.contains_key(&key)) {
@@ -151,6 +154,17 @@ impl Replicas {
         }
         let copy = self.copies.entry(key).or_default();
         copy.epoch = epoch;
+        // The token steps, from the custodian's latest: what a successor
+        // answers a retry of a task that ran here with.
+        if let Some((first, step_epoch)) = step
+            && copy.token_epochs.last().is_none_or(|&(f, e)| first > f && step_epoch > e)
+        {
+            copy.token_epochs.push((first, step_epoch));
+            if copy.token_epochs.len() > TOKEN_EPOCHS_PER_RESOURCE_MAX {
+                copy.token_epochs.remove(0);
+            }
+            copy.token_floor = copy.token_floor.max(step_epoch);
+        }
         // What ran is not needed any more; its ids stay in the window.
         if executed > copy.executed {
             copy.executed = executed;
@@ -269,7 +283,7 @@ mod tests {
     }
 
     fn delta(base: u64, executed: u64, seqs: std::ops::RangeInclusive<u64>) -> ReplicaWrite {
-        ReplicaWrite::Delta { resource: "r".into(), base, executed, tasks: seqs.map(task).collect() }
+        ReplicaWrite::Delta { resource: "r".into(), base, executed, tasks: seqs.map(task).collect(), step: None }
     }
 
     #[test]
@@ -289,7 +303,13 @@ mod tests {
         assert_eq!(
             r.apply(
                 3,
-                ReplicaWrite::Delta { resource: "r".into(), base: 3, executed: 1, tasks: vec![task(4), task(6)] }
+                ReplicaWrite::Delta {
+                    resource: "r".into(),
+                    base: 3,
+                    executed: 1,
+                    tasks: vec![task(4), task(6)],
+                    step: None
+                }
             ),
             Err(Refusal::NeedFull)
         );

@@ -204,7 +204,14 @@ impl Custody {
                 } else if p.sent < res.last_seq || p.executed_sent < res.executed {
                     let from = p.sent.max(res.executed);
                     let tasks = pending_after(res, from);
-                    Some(ReplicaWrite::Delta { resource: key.1.clone(), base: p.sent, executed: res.executed, tasks })
+                    let step = res.token_epochs.back().copied();
+                    Some(ReplicaWrite::Delta {
+                        resource: key.1.clone(),
+                        base: p.sent,
+                        executed: res.executed,
+                        tasks,
+                        step,
+                    })
                 } else {
                     None
                 };

@@ -647,7 +647,13 @@ impl Gen {
             } else {
                 let state = self.resource_state();
                 let base = state.executed;
-                ReplicaWrite::Delta { resource: state.resource, base, executed: state.executed, tasks: state.pending }
+                ReplicaWrite::Delta {
+                    resource: state.resource,
+                    base,
+                    executed: state.executed,
+                    tasks: state.pending,
+                    step: self.bool().then(|| (self.u64(), self.u64())),
+                }
             };
             if writes.iter().all(|w| w.resource() != write.resource()) {
                 writes.push(write);
