@@ -67,6 +67,7 @@ pub(super) fn check(cx: &Cx<'_, '_>) -> Invariant {
 
 #[cfg(test)]
 mod tests {
+    use crate::checker::exposure::{Exposure, Touch};
     use crate::checker::testkit::*;
 
     #[test]
@@ -79,6 +80,27 @@ mod tests {
             let i1 = get(&out, "I1");
             assert_eq!(i1.violations, 1);
             assert!(i1.detail.contains("first: t1 of r0") && i1.detail.contains("overlaps t0 of r0"), "{i1:?}");
+        }
+    }
+
+    #[test]
+    fn i1_counts_apart_an_overlap_after_a_pause_of_the_earlier_runs_node_only() {
+        let mut tasks = [record(0, (1, 1)), record(0, (2, 2))];
+        // Node 9 runs t0 from 100 and is paused at 120; node 1 takes over
+        // at 150 with a newer token.
+        let trace = [exec(9, 0, 0, (1, 1), 100, 400), exec(1, 1, 0, (2, 2), 150, 300)];
+        let mut paused = facts(STRICT, false);
+        paused.exposures = vec![window(0, Touch::Paused, 120, 400)];
+        let out = invs(Mode::Custody, &mut tasks, &trace, &paused);
+        let i1 = get(&out, "I1");
+        assert!(i1.ok && i1.detail.contains("1 overlaps after a pause"), "{i1:?}");
+        // A pause of the later run's node, or one that began after the
+        // later run started, excuses nothing.
+        for (node, from) in [(1, 120), (9, 200)] {
+            let mut other = facts(STRICT, false);
+            other.exposures = vec![Exposure { node, ..window(0, Touch::Paused, from, 400) }];
+            let out = invs(Mode::Custody, &mut tasks, &trace, &other);
+            assert_eq!(get(&out, "I1").violations, 1, "node {node} paused at {from}");
         }
     }
 }
