@@ -701,6 +701,11 @@ fn every_node_names_the_same_custodian_from_the_committed_ring() {
     assert_eq!(node(7009, 1, 1).owner("x"), None, "no configuration, no owner");
 }
 
+/// A resource whose custodian is `owner` in `gateway`'s latest epoch.
+fn resource_of(net: &Net, gateway: SocketAddr, owner: SocketAddr) -> String {
+    (0..).map(|i| format!("r{i}")).find(|r| net.nodes[&gateway].owner(r).is_some_and(|o| o.addr == owner)).unwrap()
+}
+
 fn submit_frame(task_id: &str, resource: &str) -> Vec<u8> {
     let task = Task { id: task_id.into(), resource: resource.into(), payload: Vec::new() };
     wire::encode_message(&Message::Request(Request::Submit { task, wait: true })).unwrap()
@@ -983,10 +988,7 @@ fn removed_node_leaves(leave_first: bool) {
     net.task_time = Duration::from_millis(1000);
     let victim = *net.nodes.iter().find(|(_, n)| !n.is_voter()).expect("non-voters").0;
     let gateway = *net.nodes.keys().find(|&&a| a != victim).unwrap();
-    let resource = (0..)
-        .map(|i| format!("r{i}"))
-        .find(|r| net.nodes[&gateway].owner(r).is_some_and(|o| o.addr == victim))
-        .unwrap();
+    let resource = resource_of(&net, gateway, victim);
     let tasks = 20;
     for i in 0..tasks {
         let bytes = submit_frame(&format!("t{i}"), &resource);
@@ -1265,10 +1267,7 @@ fn a_lapsing_lease_cancels_a_long_task_before_it_ends_and_nothing_starts_without
     net.task_time = Duration::from_secs(45);
     let victim = *net.nodes.iter().find(|(_, n)| !n.is_voter()).expect("non-voters").0;
     let gateway = *net.nodes.keys().find(|&&a| a != victim).unwrap();
-    let resource = (0..)
-        .map(|i| format!("r{i}"))
-        .find(|r| net.nodes[&gateway].owner(r).is_some_and(|o| o.addr == victim))
-        .unwrap();
+    let resource = resource_of(&net, gateway, victim);
     for i in 0..2 {
         let bytes = submit_frame(&format!("t{i}"), &resource);
         net.input(gateway, Input::ClientFrame { client: ClientId(i), bytes });
@@ -1348,10 +1347,7 @@ fn a_removed_lifes_long_task_runs_on_under_its_last_lease_then_moves() {
     net.task_time = Duration::from_secs(45);
     let leaver = *net.nodes.iter().find(|(_, n)| !n.is_voter()).expect("non-voters").0;
     let gateway = *net.nodes.keys().find(|&&a| a != leaver).unwrap();
-    let resource = (0..)
-        .map(|i| format!("r{i}"))
-        .find(|r| net.nodes[&gateway].owner(r).is_some_and(|o| o.addr == leaver))
-        .unwrap();
+    let resource = resource_of(&net, gateway, leaver);
     net.input(gateway, Input::ClientFrame { client: ClientId(1), bytes: submit_frame("t0", &resource) });
     net.run_until(net.now + Duration::from_secs(2));
     net.input(leaver, Input::Command(Command::Leave));

@@ -389,22 +389,11 @@ impl Transfer {
     /// whole, at decode: taking part of it could overlap pieces or break the
     /// order tasks run in.
     pub fn validate(&self) -> Result<(), String> {
-        let mut spans = self.spans.clone();
-        spans.sort_unstable_by_key(|s| s.end);
-        // Sorted by end, arcs are disjoint when each misses the next one
-        // and the last misses the first (a wrapping arc sorts first).
-        let overlap = |a: &Span, b: &Span| a.contains(b.end) || b.contains(a.end);
-        let clash = spans.windows(2).find(|w| overlap(&w[0], &w[1])).map(|w| (w[0], w[1])).or_else(|| {
-            let (first, last) = (spans.first()?, spans.last()?);
-            (spans.len() > 1 && overlap(first, last)).then_some((*first, *last))
-        });
-        if let Some((a, b)) = clash {
+        if let Some((a, b)) = overlapping(&self.spans) {
             return Err(format!("transfer {}: parts {a} and {b} overlap", self.id));
         }
-        let mut names: Vec<&str> = self.resources.iter().map(|r| r.resource.as_str()).collect();
-        names.sort_unstable();
-        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-            return Err(format!("transfer {}: resource {:?} twice", self.id, w[0]));
+        if let Some(name) = repeated(self.resources.iter().map(|r| r.resource.as_str())) {
+            return Err(format!("transfer {}: resource {name:?} twice", self.id));
         }
         for state in &self.resources {
             state.validate().map_err(|e| format!("transfer {}: {e}", self.id))?;
@@ -426,14 +415,19 @@ fn overlapping(spans: &[Span]) -> Option<(Span, Span)> {
     })
 }
 
-/// The first name listed twice, or not a valid resource name.
-fn bad_name<'a>(names: impl Iterator<Item = &'a str>) -> Option<String> {
+/// A name listed twice, if any.
+fn repeated<'a>(names: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     let mut names: Vec<&str> = names.collect();
-    if let Some(bad) = names.iter().find(|n| n.is_empty() || n.len() > RESOURCE_LEN_MAX) {
+    names.sort_unstable();
+    names.windows(2).find(|w| w[0] == w[1]).map(|w| w[0])
+}
+
+/// The first name that is not a valid resource name, or one listed twice.
+fn bad_name<'a>(names: impl Iterator<Item = &'a str> + Clone) -> Option<String> {
+    if let Some(bad) = names.clone().find(|n| n.is_empty() || n.len() > RESOURCE_LEN_MAX) {
         return Some(format!("a resource name of {} bytes", bad.len()));
     }
-    names.sort_unstable();
-    names.windows(2).find(|w| w[0] == w[1]).map(|w| format!("resource {:?} twice", w[0]))
+    repeated(names).map(|name| format!("resource {name:?} twice"))
 }
 
 impl SyncMark {
@@ -471,10 +465,8 @@ impl Replicate {
     /// resource once, each write within the bounds of its state
     /// ([`ReplicaWrite::validate`]). One bad write refuses the message whole.
     pub fn validate(&self) -> Result<(), String> {
-        let mut names: Vec<&str> = self.writes.iter().map(ReplicaWrite::resource).collect();
-        names.sort_unstable();
-        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-            return Err(format!("replication: resource {:?} twice", w[0]));
+        if let Some(name) = repeated(self.writes.iter().map(ReplicaWrite::resource)) {
+            return Err(format!("replication: resource {name:?} twice"));
         }
         self.writes.iter().try_for_each(ReplicaWrite::validate)
     }
@@ -518,21 +510,13 @@ impl ReplicaWrite {
 impl ReplicateAck {
     /// Names must be valid resource names, each listed once per list.
     pub fn validate(&self) -> Result<(), String> {
-        let lists = [
-            self.held.iter().map(|(r, _)| r.as_str()).collect::<Vec<_>>(),
-            self.need_full.iter().map(String::as_str).collect(),
-            self.busy.iter().map(String::as_str).collect(),
-        ];
-        for mut names in lists {
-            if let Some(bad) = names.iter().find(|n| n.is_empty() || n.len() > RESOURCE_LEN_MAX) {
-                return Err(format!("replication ack: a resource name of {} bytes", bad.len()));
-            }
-            names.sort_unstable();
-            if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-                return Err(format!("replication ack: resource {:?} twice", w[0]));
-            }
+        let error = bad_name(self.held.iter().map(|(r, _)| r.as_str()))
+            .or_else(|| bad_name(self.need_full.iter().map(String::as_str)))
+            .or_else(|| bad_name(self.busy.iter().map(String::as_str)));
+        match error {
+            Some(e) => Err(format!("replication ack: {e}")),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 

@@ -1326,6 +1326,7 @@ impl Custody {
         }
         let sealing = self.pieces.values().filter(|p| matches!(p.role, Role::Sealing { .. })).count()
             + self.outgoing.values().filter(|o| !o.in_doubt).map(|o| o.message.spans.len()).sum::<usize>();
+        let (recovering, unrecoverable) = self.recovering();
         CustodyInfo {
             ranges_owned: owned,
             ranges_unavailable: unavailable,
@@ -1339,8 +1340,8 @@ impl Custody {
             handoffs_in_doubt: self.stats.transfers_in_doubt,
             replica_resources: self.replicas.len() as u64,
             replica_tasks: self.replicas.tasks() as u64,
-            ranges_recovering: self.recovering().0 as u64,
-            ranges_unrecoverable: self.recovering().1 as u64,
+            ranges_recovering: recovering as u64,
+            ranges_unrecoverable: unrecoverable as u64,
         }
     }
 

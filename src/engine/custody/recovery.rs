@@ -46,6 +46,7 @@ use super::super::ring::{Ring, Span};
 use super::super::task::{DEDUP_PER_RESOURCE_MAX, TOKEN_EPOCHS_PER_RESOURCE_MAX};
 use super::super::time::Instant;
 use super::super::wire::{PendingTask, RECOVER_CHUNKS_MAX, RecoverReply, ResourceState, TaskMsg};
+use super::replication::state_bytes;
 use super::{Custody, CustodyOutput, Piece, Role, is_life, overlaps};
 
 /// How often a recovering node asks again the replicas that have not
@@ -364,16 +365,6 @@ fn unchanged_since(
             .into_iter()
             .all(|(range, _, o)| o == owner && ring.replicas(range, *k).into_iter().eq(members.iter()))
     })
-}
-
-/// Roughly the bytes a state takes on the wire.
-fn state_bytes(s: &ResourceState) -> usize {
-    s.resource.len()
-        + 32
-        + s.pending.iter().map(|t| t.task.weight() + 16 + t.waiters.len() * 24).sum::<usize>()
-        + s.dedup.iter().map(|(id, _, _)| id.len() + 24).sum::<usize>()
-        + s.forgotten.len() * 18
-        + s.token_epochs.len() * 16
 }
 
 /// Merges the states replicas hold of the same resources: per resource the

@@ -332,14 +332,18 @@ fn write_bytes(write: &ReplicaWrite) -> usize {
         ReplicaWrite::Delta { resource, tasks, .. } => {
             resource.len() + 24 + tasks.iter().map(|t| t.task.weight() + 16).sum::<usize>()
         }
-        ReplicaWrite::Full(s) => {
-            s.resource.len()
-                + 32
-                + s.pending.iter().map(|t| t.task.weight() + 16).sum::<usize>()
-                + s.dedup.iter().map(|(id, _, _)| id.len() + 24).sum::<usize>()
-                + s.forgotten.len() * 18
-        }
+        ReplicaWrite::Full(s) => state_bytes(s),
     }
+}
+
+/// Roughly the bytes a resource's whole state takes on the wire.
+pub(super) fn state_bytes(s: &ResourceState) -> usize {
+    s.resource.len()
+        + 32
+        + s.pending.iter().map(|t| t.task.weight() + 16 + t.waiters.len() * 24).sum::<usize>()
+        + s.dedup.iter().map(|(id, _, _)| id.len() + 24).sum::<usize>()
+        + s.forgotten.len() * 18
+        + s.token_epochs.len() * 16
 }
 
 /// The waiter a gateway's answer goes to.
