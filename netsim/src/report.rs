@@ -326,13 +326,15 @@ pub fn class_text(classes: &std::collections::BTreeMap<String, u64>) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LivenessClass {
-    /// A node crashed while it held the task's resource (it owned the
-    /// resource in a committed epoch and had not had a handoff of it
-    /// acknowledged), and recovery did not bring it back: a read quorum of
-    /// the range's replicas crashed too, or recovery, which reads one epoch
-    /// back, could not reach the copies (a second crash during a handoff or
-    /// a recovery, an epoch skipped).
+    /// Recovery off: a node crashed while it held the task's resource (it
+    /// owned the resource in a committed epoch and had not had a handoff of
+    /// it acknowledged); its state is gone with it.
     CrashedCustodian,
+    /// Recovery on: the resource's custodian left the configuration without
+    /// a handoff together with so many of its range's replicas that no read
+    /// quorum was left (a double crash): the range stays unavailable rather
+    /// than be taken without what they held.
+    ReadQuorumLost,
     /// A majority of the epoch store's committed voters crashed (a crashed
     /// voter's Raft state is gone with it): the store never commits again,
     /// no lease is renewed, and nothing runs from then on. Until the store
@@ -364,8 +366,9 @@ impl LivenessClass {
     /// The class's name in reports.
     pub fn name(self) -> &'static str {
         match self {
-            LivenessClass::CrashedCustodian => {
-                "crashed custodian's range not recovered (its read quorum lost, or beyond one epoch back)"
+            LivenessClass::CrashedCustodian => "crashed custodian's range lost (recovery off)",
+            LivenessClass::ReadQuorumLost => {
+                "read quorum lost: the custodian and too many of its range's replicas gone together"
             }
             LivenessClass::StoreMajorityLost => "the epoch store lost its voters' majority for good (crashed voters)",
             LivenessClass::InDoubtTransfer => {

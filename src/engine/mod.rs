@@ -427,6 +427,7 @@ impl Node {
                 CustodyOutput::Reply(client, response) => self.reply(client, response),
                 CustodyOutput::Execute(execution) => self.push(Output::Execute(execution)),
                 CustodyOutput::Cancel { resource, seq } => self.push(Output::Cancel { resource, seq }),
+                CustodyOutput::FetchEpoch(epoch) => self.store.fetch_past(epoch),
             }
         }
         // A handoff finished (or a transfer went out): a leave may end now.
@@ -472,6 +473,7 @@ impl Node {
     fn carry_out(&mut self, output: StoreOutput) {
         match output {
             StoreOutput::Send(to, message) => self.send_message(to, &message),
+            StoreOutput::Past(config) => self.custody.on_past_epoch(&config, self.now),
             StoreOutput::Announce(epoch, hash) => {
                 // Our own announcement is heard like any other (see
                 // `EpochGossip`): the store takes it in the next round.

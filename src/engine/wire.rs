@@ -263,16 +263,21 @@ pub struct RecoverReply {
     /// The incarnation this replica's process started with: a process
     /// started after the life the asker counts on lost that life's copies.
     pub born: u64,
-    /// The lowest epoch in which a custodian marked this replica's copies
-    /// of the part complete ([`SyncMark`]).
-    pub synced: u64,
+    /// Along the part, in runs: the epoch in which a custodian marked this
+    /// replica's copies complete ([`SyncMark`]; 0: never), carried forward
+    /// to the epoch before the recovery's where, by the replica's own
+    /// rings, the run kept its custodian and replicas since.
+    #[serde(deserialize_with = "bounded_list")]
+    pub synced: Vec<(Span, u64)>,
     /// This chunk's index, from 0.
     pub chunk: u32,
     /// How many chunks the reply has.
     pub chunks: u32,
-    /// The states of the resources of the part this chunk carries.
+    /// The states of the resources of the part this chunk carries, each
+    /// with the epoch of the last write the replica took for it (the newest
+    /// writer's copy supersedes a former custodian's).
     #[serde(deserialize_with = "bounded_list")]
-    pub resources: Vec<ResourceState>,
+    pub resources: Vec<(u64, ResourceState)>,
 }
 
 /// Chunks one recovery reply may have.
@@ -450,12 +455,12 @@ impl RecoverReply {
         if self.chunks == 0 || self.chunks > RECOVER_CHUNKS_MAX || self.chunk >= self.chunks {
             return Err(format!("recovery reply {}: chunk {} of {}", self.id, self.chunk, self.chunks));
         }
-        if let Some(e) = bad_name(self.resources.iter().map(|r| r.resource.as_str())) {
+        if let Some(e) = bad_name(self.resources.iter().map(|(_, r)| r.resource.as_str())) {
             return Err(format!("recovery reply {}: {e}", self.id));
         }
         self.resources
             .iter()
-            .try_for_each(ResourceState::validate)
+            .try_for_each(|(_, r)| r.validate())
             .map_err(|e| format!("recovery reply {}: {e}", self.id))
     }
 }
@@ -590,13 +595,15 @@ impl Message {
     /// Checks what a peer could send out of range (see the module docs).
     fn validate(&self) -> Result<(), WireError> {
         match self {
-            Message::Epoch(EpochMsg::Config(config)) if !config.is_well_formed() => Err(WireError::Invalid(format!(
-                "configuration of epoch {} is not well formed ({} members, {} points each, {} replicas)",
-                config.epoch,
-                config.members.len(),
-                config.vnodes,
-                config.replication
-            ))),
+            Message::Epoch(EpochMsg::Config(config) | EpochMsg::Past(config)) if !config.is_well_formed() => {
+                Err(WireError::Invalid(format!(
+                    "configuration of epoch {} is not well formed ({} members, {} points each, {} replicas)",
+                    config.epoch,
+                    config.members.len(),
+                    config.vnodes,
+                    config.replication
+                )))
+            }
             Message::Task(TaskMsg::Transfer(t)) => t.validate().map_err(WireError::Invalid),
             Message::Task(TaskMsg::Replicate(r)) => r.validate().map_err(WireError::Invalid),
             Message::Task(TaskMsg::ReplicateAck(a)) => a.validate().map_err(WireError::Invalid),
@@ -686,6 +693,16 @@ pub enum EpochMsg {
     },
     /// A configuration.
     Config(super::epoch::Configuration),
+    /// "Send me the configuration of exactly this epoch, if you keep it": a
+    /// node that learned an epoch without the one before (it restarted, or
+    /// was cut off) needs that one's ring to recover the parts whose
+    /// custodian the later epoch removed.
+    FetchPast {
+        /// The epoch wanted.
+        epoch: u64,
+    },
+    /// A configuration of the chain, answering [`EpochMsg::FetchPast`].
+    Past(super::epoch::Configuration),
 }
 
 /// The outcome of a lease request.

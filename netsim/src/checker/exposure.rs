@@ -28,10 +28,18 @@ pub enum Touch {
     /// A transfer of the resource's range was never acknowledged and its
     /// receiver was removed: the sender holds it in doubt.
     InDoubt,
+    /// A custodian of the resource left the configuration without handing
+    /// it off, and by the time the next epoch was committed (and a second
+    /// after) so many of the range's replicas of its last epoch had lost
+    /// their copies (crashed, restarted, removed or left; the custodian
+    /// counting) that no read quorum was left: recovery cannot rebuild the
+    /// state, and must not take the range without it.
+    QuorumLost,
 }
 
 impl Touch {
-    const ALL: [Touch; 5] = [Touch::Crashed, Touch::Paused, Touch::CutOff, Touch::Removed, Touch::InDoubt];
+    const ALL: [Touch; 6] =
+        [Touch::Crashed, Touch::Paused, Touch::CutOff, Touch::Removed, Touch::InDoubt, Touch::QuorumLost];
 
     pub(super) fn bit(self) -> Reasons {
         1 << (self as u8)
@@ -45,6 +53,7 @@ impl Touch {
             Touch::CutOff => "its resource's custodian was cut off from the voters' majority while holding it",
             Touch::Removed => "its resource's custodian was removed (not by a graceful leave) while holding it",
             Touch::InDoubt => "a transfer of its resource's range ended in doubt",
+            Touch::QuorumLost => "its resource's custodian was lost together with a read quorum of its replicas",
         }
     }
 
@@ -55,6 +64,7 @@ impl Touch {
             Touch::CutOff => "was cut off",
             Touch::Removed => "was removed",
             Touch::InDoubt => "sent a transfer that ended in doubt",
+            Touch::QuorumLost => "was lost with a read quorum of the replicas",
         }
     }
 }
@@ -62,16 +72,16 @@ impl Touch {
 /// Why a task's expectations were relaxed: one bit per reason.
 pub(super) type Reasons = u16;
 /// Reason bits beyond [`Touch`]: the node the client asked was touched.
-pub(super) const GATEWAY: Reasons = 1 << 5;
+pub(super) const GATEWAY: Reasons = 1 << 6;
 /// A holder was still paused or cut off at the end.
-pub(super) const UNHEALED: Reasons = 1 << 6;
+pub(super) const UNHEALED: Reasons = 1 << 7;
 /// The lock baseline in a run with faults: every task.
-pub(super) const RUN_WIDE: Reasons = 1 << 7;
+pub(super) const RUN_WIDE: Reasons = 1 << 8;
 /// The epoch store lost its voters' majority for good before the task
 /// settled.
-pub(super) const STORE_LOST: Reasons = 1 << 8;
+pub(super) const STORE_LOST: Reasons = 1 << 9;
 /// Every reason bit.
-const REASON_BITS: u32 = 9;
+const REASON_BITS: u32 = 10;
 
 /// A window of true time during which a fault may have touched one
 /// resource's custody: a node that held it (custodian of the resource in a
@@ -168,10 +178,19 @@ pub(super) fn touched(run: &TaskRun<'_>) -> Touched {
 
 /// The documented limitation that explains a failing task (one that never
 /// ran, never completed, or was acknowledged and lost), if one does: the
-/// first of [`LivenessClass`]'s classes that applies.
-pub(super) fn classify(mask: Reasons, acknowledged: bool, status: &TaskStatus) -> Option<LivenessClass> {
+/// first of [`LivenessClass`]'s classes that applies. With `recovery`, a
+/// crashed custodian explains nothing by itself: its range is recovered
+/// unless a read quorum of its replicas went with it.
+pub(super) fn classify(
+    mask: Reasons,
+    acknowledged: bool,
+    status: &TaskStatus,
+    recovery: bool,
+) -> Option<LivenessClass> {
     let any = |bits: Reasons| mask & bits != 0;
-    if any(Touch::Crashed.bit()) {
+    if recovery && any(Touch::QuorumLost.bit()) {
+        Some(LivenessClass::ReadQuorumLost)
+    } else if !recovery && any(Touch::Crashed.bit()) {
         Some(LivenessClass::CrashedCustodian)
     } else if any(STORE_LOST) {
         Some(LivenessClass::StoreMajorityLost)

@@ -38,13 +38,14 @@ fn workload_ran(run: &TaskRun<'_>, index: &Index) -> Option<Check> {
 /// Every submitted task ran at least once.
 fn ran_at_least_once(run: &TaskRun<'_>, index: &Index, mask: &[Reasons], failing: &mut [u8]) -> Check {
     let (tasks, trace) = (run.tasks, run.trace);
+    let recovery = run.faults.recovery;
     let executed = index.executed();
     let never: Vec<usize> = (0..tasks.len()).filter(|&k| index.of_task(k).is_empty()).collect();
     for &k in &never {
         failing[k] |= 1;
     }
     let (classes, unclassified) =
-        tally_classes(never.iter().map(|&k| classify(mask[k], acknowledged(&tasks[k]), &tasks[k].status)));
+        tally_classes(never.iter().map(|&k| classify(mask[k], acknowledged(&tasks[k]), &tasks[k].status, recovery)));
     classified_check(
         "every submitted task ran at least once".into(),
         never.is_empty(),
@@ -69,6 +70,7 @@ fn ran_at_least_once(run: &TaskRun<'_>, index: &Index, mask: &[Reasons], failing
 /// otherwise every task no fault touched.
 fn completed(run: &TaskRun<'_>, mask: &[Reasons], failing: &mut [u8]) -> Check {
     let tasks = run.tasks;
+    let recovery = run.faults.recovery;
     let all = run.expect.all_complete;
     let open: Vec<usize> = (0..tasks.len())
         .filter(|&k| (all || mask[k] == 0) && !matches!(tasks[k].status, TaskStatus::Completed { .. }))
@@ -78,7 +80,7 @@ fn completed(run: &TaskRun<'_>, mask: &[Reasons], failing: &mut [u8]) -> Check {
     }
     let arrived_all = tasks.len() as u64 == run.workload.count;
     let (classes, mut unclassified) =
-        tally_classes(open.iter().map(|&k| classify(mask[k], acknowledged(&tasks[k]), &tasks[k].status)));
+        tally_classes(open.iter().map(|&k| classify(mask[k], acknowledged(&tasks[k]), &tasks[k].status, recovery)));
     if !arrived_all {
         unclassified += 1;
     }
@@ -117,10 +119,11 @@ fn completed(run: &TaskRun<'_>, mask: &[Reasons], failing: &mut [u8]) -> Check {
 /// by I4), once, by the documented limitation that explains it.
 pub(super) fn classes(run: &TaskRun<'_>, mask: &[Reasons], failing: &[u8]) -> LivenessClasses {
     let tasks = run.tasks;
+    let recovery = run.faults.recovery;
     let (classified, unclassified) = tally_classes(
         (0..tasks.len())
             .filter(|&k| failing[k] != 0)
-            .map(|k| classify(mask[k], acknowledged(&tasks[k]) || failing[k] & 4 != 0, &tasks[k].status)),
+            .map(|k| classify(mask[k], acknowledged(&tasks[k]) || failing[k] & 4 != 0, &tasks[k].status, recovery)),
     );
     LivenessClasses { classified, unclassified }
 }
@@ -229,6 +232,26 @@ mod tests {
         let c = with_run(&mut tasks, &[], &f, |run| check_run(Mode::Custody, run));
         assert_eq!(c.classes.unclassified, 1);
         assert!(c.checks.iter().any(|c| !c.ok && c.class.is_none() && c.kind == CheckKind::Liveness));
+    }
+
+    #[test]
+    fn with_recovery_a_crash_explains_nothing_unless_the_read_quorum_went_with_it() {
+        let open = TaskRecord { status: TaskStatus::Open, ..record(0, (1, 1)) };
+        let run = |exposures: Vec<Exposure>| {
+            let mut f = facts(LOOSE, false);
+            f.recovery = true;
+            f.exposures = exposures;
+            let mut tasks = [open.clone()];
+            with_run(&mut tasks, &[], &f, |run| check_run(Mode::Custody, run)).classes
+        };
+        // Recovery brings a crashed custodian's range back: a task left
+        // open is a failure nothing explains.
+        let c = run(vec![window(0, Touch::Crashed, 0, u64::MAX)]);
+        assert_eq!((c.unclassified, c.classified.len()), (1, 0), "{c:?}");
+        // Unless the replicas it last wrote to lost their read quorum too.
+        let c = run(vec![window(0, Touch::Crashed, 0, u64::MAX), window(0, Touch::QuorumLost, 10, u64::MAX)]);
+        assert_eq!(c.unclassified, 0);
+        assert_eq!(c.classified.keys().collect::<Vec<_>>(), [LivenessClass::ReadQuorumLost.name()]);
     }
 
     #[test]

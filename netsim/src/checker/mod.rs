@@ -112,6 +112,9 @@ pub struct FaultFacts<'a> {
     /// resource, as `owner(epoch, resource)`; `None`: the epoch's ring is
     /// not known (I2 checks tokens against it).
     pub owner: Option<&'a dyn Fn(u64, u64) -> Option<usize>>,
+    /// Custody mode: the engines recover a crashed or removed custodian's
+    /// ranges from their replicas (a crash alone explains no loss).
+    pub recovery: bool,
 }
 
 /// What the checker reads.

@@ -58,6 +58,8 @@ pub(super) struct Facts {
     pub(super) exec_us: Vec<u64>,
     /// When the store's voters' majority crashed, if it did.
     pub(super) store_lost_at: Option<u64>,
+    /// The engines recover crashed custodians' ranges.
+    pub(super) recovery: bool,
 }
 
 /// A fault window on resource `r`.
@@ -79,6 +81,7 @@ pub(super) fn facts(expect: TaskExpect, touched: bool) -> Facts {
         owners: BTreeMap::new(),
         exec_us: Vec::new(),
         store_lost_at: None,
+        recovery: false,
     }
 }
 
@@ -115,6 +118,7 @@ pub(super) fn with_run<R>(
             run_wide: false,
             store_lost_at: facts.store_lost_at,
             owner: (!facts.owners.is_empty()).then_some(&owner as &dyn Fn(u64, u64) -> Option<usize>),
+            recovery: facts.recovery,
         },
         exec_us: (!facts.exec_us.is_empty()).then_some(&exec_us as &dyn Fn(u64) -> u64),
         epochs: EpochFacts { violations: &facts.chain, committed_at: Some(&facts.committed_at) },

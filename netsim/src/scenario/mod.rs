@@ -97,6 +97,15 @@ pub const SCENARIOS: &[Scenario] = &[
         build: crash_restart,
     },
     Scenario {
+        name: "double-crash",
+        about: "recovery on; a resource's custodian and its first replica crash at once at 20 s: ranges \
+                replicated on both lose their read quorum and stay unavailable (never lossy); the rest are recovered",
+        min_duration_s: 60,
+        nodes: DEFAULT_NODES,
+        heavy: false,
+        build: double_crash,
+    },
+    Scenario {
         name: "crash-leader",
         about: "the founder (the epoch store's first leader) crashes at 20 s and restarts at 40 s",
         min_duration_s: 70,
@@ -475,6 +484,35 @@ fn crash_restart(b: &mut Builder) {
         b.at(40_000, Fault::Restart { node, seeds: vec![0] });
     }
     b.steady_tasks(5_000, 55_000);
+}
+
+fn double_crash(b: &mut Builder) {
+    b.plan.config.recovery = true;
+    // The custodian of a resource the tasks use and its first replica, on
+    // the formed cluster's ring (voters spared: the store must live on).
+    let ring = custody::engine::ring::Ring::new(
+        (0..b.n).map(|i| custody::NodeId::new(crate::sim::node_addr(i), 1, &format!("n{i}"))),
+        b.plan.config.vnodes,
+    );
+    let k = usize::from(b.plan.config.replication);
+    let spared = usize::from(b.plan.config.voters) + 2;
+    let start = b.rng.random_range(0..TASK_RESOURCES);
+    let pair = (0..TASK_RESOURCES).find_map(|j| {
+        let name = crate::trace::resource_name((start + j) % TASK_RESOURCES);
+        let (range, _) = ring.locate_point(custody::engine::ring::Ring::key_hash(&name))?;
+        let replicas: Vec<usize> =
+            ring.replicas(range, k).iter().filter_map(|id| crate::sim::node_index(id.addr)).collect();
+        (replicas.len() >= 2 && replicas[..2].iter().all(|&n| n >= spared)).then(|| (replicas[0], replicas[1]))
+    });
+    let victims = match pair {
+        Some((a, c)) => vec![a, c],
+        None => b.pick(2),
+    };
+    for node in victims {
+        b.at(20_000, Fault::Crash { node });
+    }
+    b.plan.expect.converge_within_ms = 30_000;
+    b.steady_tasks(5_000, 45_000);
 }
 
 fn crash_leader(b: &mut Builder) {

@@ -227,6 +227,7 @@ impl Sim {
                 run_wide: !custody && self.plan.may_lose_custody(),
                 store_lost_at: if custody { self.watch.store_lost_at } else { None },
                 owner: custody.then_some(&owner as &dyn Fn(u64, u64) -> Option<usize>),
+                recovery: custody && self.plan.config.recovery,
             },
             epochs: self.epoch_facts(),
             exec_us: Some(&|k| clients.exec_us(k)),

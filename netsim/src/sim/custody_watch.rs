@@ -173,6 +173,8 @@ impl Sim {
         {
             return Vec::new();
         }
+        // Pauses and cuts: a custodian stopped by one writes nothing.
+        let stops: Vec<(usize, u64, u64)> = pauses.iter().chain(&cutoffs).copied().collect();
         let mut resources: Vec<u64> = tasks.iter().map(|t| t.resource).collect();
         resources.sort_unstable();
         resources.dedup();
@@ -247,8 +249,84 @@ impl Sim {
                     add(Touch::InDoubt, from, at, u64::MAX, false);
                 }
             }
+            for (node, at) in self.quorum_losses(point, &stops) {
+                add(Touch::QuorumLost, node, at, u64::MAX, false);
+            }
         }
         out.sort_by_key(|e| (e.resource, e.from, e.touch, e.node, e.to));
         out
+    }
+
+    /// Where the custodian of `point` left the configuration without a
+    /// handoff (its life is missing from the next epoch) while too few of
+    /// the replicas it could last write to were left for a read quorum
+    /// (`n − (n/2 + 1) + 1` of `n`): (the custodian, the next epoch's
+    /// commit). It could last write to the replicas of the latest epoch
+    /// committed before it crashed, or was paused or cut off for good (until
+    /// after that commit), in which the ring gave it the point. A replica's
+    /// copies are gone once its node crashed, or its life left the
+    /// configuration, by the next epoch's commit and a second after (when a
+    /// recovery has asked them).
+    fn quorum_losses(&self, point: u64, stops: &[(usize, u64, u64)]) -> Vec<(usize, u64)> {
+        let w = &self.watch;
+        let k = usize::from(self.plan.config.replication.max(1));
+        let mut out = Vec::new();
+        let epochs: Vec<&EpochRing> = w.rings.values().collect();
+        for (i, pair) in epochs.windows(2).enumerate() {
+            let (er, next) = (pair[0], pair[1]);
+            let Some((_, owner)) = er.ring.locate_point(point) else { continue };
+            let (Some(node), life) = (node_index(owner.addr), owner.incarnation) else { continue };
+            if next.lives.contains(&(node, life)) {
+                continue;
+            }
+            let born = self.life_born(node, life, er.at);
+            let stopped = w
+                .crashes
+                .iter()
+                .filter(|&&(n, at)| n == node && at >= born)
+                .map(|&(_, at)| at)
+                .chain(
+                    stops.iter().filter(|&&(n, from, to)| n == node && from <= next.at && to >= next.at).map(|s| s.1),
+                )
+                .min()
+                .unwrap_or(next.at);
+            // The latest epoch before it stopped that gave it the point.
+            let Some(last) = epochs[..=i].iter().rev().find(|e| {
+                e.at <= stopped
+                    && e.ring.locate_point(point).is_some_and(|(_, o)| o.addr == owner.addr && o.incarnation == life)
+            }) else {
+                continue;
+            };
+            let Some((range, _)) = last.ring.locate_point(point) else { continue };
+            let deadline = next.at.saturating_add(1_000_000);
+            let replicas: Vec<(usize, u64)> = last
+                .ring
+                .replicas(range, k)
+                .into_iter()
+                .filter_map(|id| Some((node_index(id.addr)?, id.incarnation)))
+                .collect();
+            let n = replicas.len();
+            let read_quorum = n - (n / 2 + 1) + 1;
+            let left = replicas.iter().filter(|&&(m, inc)| !self.life_gone(m, inc, last.at, deadline)).count();
+            if left < read_quorum {
+                out.push((node, next.at));
+            }
+        }
+        out
+    }
+
+    /// When node `m`'s life `inc` first was a member (`or` if never).
+    fn life_born(&self, m: usize, inc: u64, or: u64) -> u64 {
+        self.watch.rings.values().filter(|r| r.lives.contains(&(m, inc))).map(|r| r.at).min().unwrap_or(or)
+    }
+
+    /// Whether node `m`'s life `inc`, a member at `since`, lost its copies
+    /// by `deadline`: the node crashed after the life first was a member,
+    /// or a configuration committed after `since` does not have the life.
+    fn life_gone(&self, m: usize, inc: u64, since: u64, deadline: u64) -> bool {
+        let w = &self.watch;
+        let born = self.life_born(m, inc, since);
+        w.crashes.iter().any(|&(n, at)| n == m && at >= born && at <= deadline)
+            || w.rings.values().any(|r| r.at > since && r.at <= deadline && !r.lives.contains(&(m, inc)))
     }
 }

@@ -44,11 +44,6 @@ impl Marks {
         intervals(span).map(|(lo, hi)| self.highest_in(lo, hi)).max().unwrap_or(0)
     }
 
-    /// The lowest mark of any point of `span`.
-    pub(crate) fn lowest(&self, span: Span) -> u64 {
-        intervals(span).map(|(lo, hi)| self.lowest_in(lo, hi)).min().unwrap_or(0)
-    }
-
     /// The mark of one point.
     pub(crate) fn at(&self, point: u64) -> u64 {
         self.steps.range(..=point).next_back().map_or(0, |(_, &m)| m)
@@ -61,17 +56,34 @@ impl Marks {
         }
     }
 
+    /// The marks over `span`, as runs of points with one mark each, in
+    /// order along the arc.
+    pub(crate) fn runs(&self, span: Span) -> Vec<(Span, u64)> {
+        let mut out: Vec<(Span, u64)> = Vec::new();
+        let mut push = |from: u64, to: u64, mark: u64| {
+            let run = Span { start: from.wrapping_sub(1), end: to };
+            match out.last_mut() {
+                Some((last, m)) if *m == mark && last.end == run.start && !last.is_full() => last.end = run.end,
+                _ => out.push((run, mark)),
+            }
+        };
+        for (lo, hi) in intervals(span) {
+            let (mut from, mut mark) = (lo, self.at(lo));
+            if let Some(next) = lo.checked_add(1).filter(|&n| n <= hi) {
+                for (&point, &m) in self.steps.range(next..=hi) {
+                    push(from, point - 1, mark);
+                    (from, mark) = (point, m);
+                }
+            }
+            push(from, hi, mark);
+        }
+        out
+    }
+
     /// How many steps the marks have.
     #[cfg(test)]
     fn steps(&self) -> usize {
         self.steps.len()
-    }
-
-    fn lowest_in(&self, lo: u64, hi: u64) -> u64 {
-        let inner = lo.checked_add(1).map_or(u64::MAX, |next| {
-            if next > hi { u64::MAX } else { self.steps.range(next..=hi).map(|(_, &m)| m).min().unwrap_or(u64::MAX) }
-        });
-        self.at(lo).min(inner)
     }
 
     fn highest_in(&self, lo: u64, hi: u64) -> u64 {
@@ -145,14 +157,33 @@ mod tests {
     }
 
     #[test]
-    fn the_lowest_mark_of_an_arc_counts_every_step_in_it() {
+    fn runs_cover_an_arc_in_order_with_each_steps_mark() {
+        let mut m = Marks::default();
+        m.raise(span(10, 20), 5);
+        m.raise(span(15, 30), 7);
+        assert_eq!(
+            m.runs(span(0, 40)),
+            vec![(span(0, 10), 0), (span(10, 15), 5), (span(15, 30), 7), (span(30, 40), 0)]
+        );
+        assert_eq!(m.runs(span(12, 14)), vec![(span(12, 14), 5)]);
+        // Across the top of the circle, joined where the mark goes on.
+        let mut m = Marks::default();
+        m.raise(span(u64::MAX - 5, 5), 3);
+        assert_eq!(
+            m.runs(span(u64::MAX - 9, 9)),
+            vec![(span(u64::MAX - 9, u64::MAX - 5), 0), (span(u64::MAX - 5, 5), 3), (span(5, 9), 0)]
+        );
+        assert_eq!(m.runs(span(0, 0)).iter().map(|r| r.0.width()).sum::<u128>(), 1u128 << 64, "the whole circle");
+    }
+
+    #[test]
+    fn the_runs_of_an_arc_count_every_step_in_it() {
         let mut m = Marks::default();
         m.raise(span(0, 0), 2);
         m.raise(span(10, 20), 5);
-        assert_eq!(m.lowest(span(10, 20)), 5);
-        assert_eq!(m.lowest(span(9, 20)), 2, "10 is marked 2");
-        assert_eq!(m.lowest(span(12, 30)), 2);
-        assert_eq!(m.lowest(span(0, 0)), 2);
+        assert_eq!(m.runs(span(10, 20)), vec![(span(10, 20), 5)]);
+        assert_eq!(m.runs(span(9, 20)), vec![(span(9, 10), 2), (span(10, 20), 5)], "10 is marked 2");
+        assert_eq!(m.runs(span(12, 30)), vec![(span(12, 20), 5), (span(20, 30), 2)]);
         assert_eq!((m.at(10), m.at(11), m.at(20), m.at(21)), (2, 5, 5, 2));
     }
 

@@ -114,6 +114,9 @@ pub enum CustodyOutput {
         /// Its sequence number.
         seq: u64,
     },
+    /// Fetch the committed configuration of this epoch (skipped here): its
+    /// ring names the replicas a recovery reads.
+    FetchEpoch(u64),
 }
 
 /// How a gateway asks a custodian to take a task (a [`TaskMsg::Submit`]).
@@ -199,6 +202,9 @@ pub struct CustodyStats {
     pub resources_recovered: u64,
     /// Tasks not run yet taken by recovery.
     pub tasks_recovered: u64,
+    /// Parts given up because an epoch removed the life holding them
+    /// (their new owners recover them).
+    pub parts_forfeited: u64,
 }
 
 /// The custody role of a piece.
@@ -214,6 +220,12 @@ enum Role {
     Sealing { to: NodeId, epoch: u64 },
     /// Owned by nobody (the ring is empty): held, idle.
     Idle,
+    /// Held by a life of this process that a committed epoch removed while
+    /// it owned the part: the part's owner in that epoch recovers it from
+    /// the replicas, so this copy is never handed to anyone (a late copy
+    /// could otherwise win over the recovered one). Its resources are
+    /// dropped once nothing of them runs.
+    Forfeited,
 }
 
 #[derive(Debug, Clone)]
@@ -399,6 +411,11 @@ pub(crate) struct Custody {
     /// node learned, the latest included: where a recovery finds the
     /// previous replicas, and checks they did not change.
     history: BTreeMap<u64, (Arc<Ring>, usize)>,
+    /// The latest configuration learned (its members decide what is
+    /// recovered).
+    latest: Option<Configuration>,
+    /// The epoch before the latest, skipped here and asked for, since when.
+    past_wanted: Option<(u64, Instant)>,
     recoveries: BTreeMap<u64, Recovery>,
     next_recovery: u64,
     /// When the next recovered part's wait ends.
@@ -447,6 +464,8 @@ impl Custody {
             sync: None,
             next_sync: 1,
             history: BTreeMap::new(),
+            latest: None,
+            past_wanted: None,
             recoveries: BTreeMap::new(),
             next_recovery: 1,
             recovery_due: None,
@@ -496,6 +515,7 @@ impl Custody {
     /// Parts nobody owns (every member is leaving) count as handed off:
     /// there is nobody to hand them to.
     pub(crate) fn handed_off(&self) -> bool {
+        // A forfeited part is kept only while a cancelled task of it runs.
         self.pieces.values().all(|p| p.role == Role::Idle) && self.outgoing.values().all(|o| o.in_doubt)
     }
 
@@ -520,7 +540,9 @@ impl Custody {
             return;
         }
         let first = self.epoch == 0;
+        let before = self.history.get(&(config.epoch - 1)).map(|(ring, _)| ring.clone()).or_else(|| self.ring.clone());
         self.epoch = config.epoch;
+        self.latest = Some(config.clone());
         self.k = usize::from(config.replication);
         let ring = self.rings.ring(config);
         self.history.insert(config.epoch, (ring.clone(), self.k));
@@ -543,9 +565,76 @@ impl Custody {
                 tracing::warn!(to = %o.to, parts = o.message.spans.len(), "handoff receiver removed before acknowledging");
             }
         }
+        if let (Some(before), Some(ring)) = (before, self.ring.clone()) {
+            self.forfeit_removed(&before, config, &ring);
+        }
         self.recut(now);
+        self.drop_forfeited();
         self.restart_sync();
         self.start_recoveries(config, now);
+    }
+
+    /// With recovery: gives up the parts a life of this process owned in
+    /// the epoch before `config` (ring `before`) and `config` removed,
+    /// unless the current life owns them in `config` (then they are its
+    /// own state, kept). Exactly the parts their new owners recover (see
+    /// `start_recoveries`): handing them over as well would let a copy
+    /// that is older than the recovered state, or re-addressed to a later
+    /// owner, replace it.
+    fn forfeit_removed(&mut self, before: &Ring, config: &Configuration, ring: &Ring) {
+        if !self.recovery {
+            return;
+        }
+        let old = std::mem::take(&mut self.pieces);
+        let mut kept: Vec<Piece> = Vec::with_capacity(old.len());
+        for (_, piece) in old {
+            if !matches!(piece.role, Role::Active | Role::Idle) {
+                kept.push(piece);
+                continue;
+            }
+            for (_, part, owner) in before.cut(piece.span) {
+                let removed = owner.addr == self.me.addr && !config.contains(owner);
+                let mine_now = ring.locate_point(part.end).is_some_and(|(_, o)| is_life(o, &self.me));
+                if removed && !mine_now {
+                    self.stats.parts_forfeited += 1;
+                    tracing::warn!(part = %part, epoch = config.epoch, "this life was removed while holding the part: its new owner recovers it");
+                    kept.push(Piece { span: part, role: Role::Forfeited, ..piece.clone() });
+                } else {
+                    kept.push(Piece { span: part, ..piece.clone() });
+                }
+            }
+        }
+        self.pieces = merge(kept);
+    }
+
+    /// Drops the resources of forfeited parts that have nothing running
+    /// (a running task is cancelled; it is dropped at its end), and the
+    /// parts once empty.
+    fn drop_forfeited(&mut self) {
+        let spans: Vec<(u64, Span)> =
+            self.pieces.iter().filter(|(_, p)| p.role == Role::Forfeited).map(|(&end, p)| (end, p.span)).collect();
+        for (end, span) in spans {
+            let mut left = false;
+            for key in keys_in(&self.resources, span) {
+                let res = self.resources.get_mut(&key).expect("listed");
+                if let Some(r) = res.running.as_mut() {
+                    left = true;
+                    if !r.cancelled {
+                        r.cancelled = true;
+                        self.cancelled += 1;
+                        self.stats.tasks_cancelled += 1;
+                        self.outputs.push(CustodyOutput::Cancel { resource: key.1.clone(), seq: r.seq });
+                    }
+                    continue;
+                }
+                let res = self.resources.remove(&key).expect("listed");
+                self.queued_total -= res.queue.len();
+                self.queued_bytes_total -= res.queued_bytes;
+            }
+            if !left {
+                self.pieces.remove(&end);
+            }
+        }
     }
 
     /// Cuts every piece that may move along the latest ring.
@@ -554,6 +643,10 @@ impl Custody {
         let old = std::mem::take(&mut self.pieces);
         let mut cut: Vec<Piece> = Vec::with_capacity(old.len());
         for (_, piece) in old {
+            if piece.role == Role::Forfeited {
+                cut.push(piece);
+                continue;
+            }
             // Parts received for an epoch not learned yet wait for it.
             if piece.epoch > self.epoch {
                 cut.push(Piece { role: Role::Waiting, ..piece });
@@ -981,8 +1074,16 @@ impl Custody {
             self.deliver(w, done, now);
         }
         self.schedule(&key);
-        if self.piece_of(key.0).is_some_and(|p| matches!(p.role, Role::Sealing { .. })) {
-            self.send_sealed(now);
+        self.after_end(&key, now);
+    }
+
+    /// After a run of `key` ended: a sealing part may go now, a forfeited
+    /// one is dropped.
+    fn after_end(&mut self, key: &Key, now: Instant) {
+        match self.piece_of(key.0).map(|p| &p.role) {
+            Some(Role::Sealing { .. }) => self.send_sealed(now),
+            Some(Role::Forfeited) => self.drop_forfeited(),
+            _ => {}
         }
     }
 
@@ -1038,9 +1139,7 @@ impl Custody {
         self.cancelled -= 1;
         self.stats.cancelled_ends += 1;
         self.schedule(key);
-        if self.piece_of(key.0).is_some_and(|p| matches!(p.role, Role::Sealing { .. })) {
-            self.send_sealed(now);
-        }
+        self.after_end(key, now);
         true
     }
 

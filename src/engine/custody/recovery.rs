@@ -42,16 +42,20 @@ use std::time::Duration;
 
 use super::super::epoch::Configuration;
 use super::super::id::NodeId;
-use super::super::ring::{Ring, Span};
+use super::super::ring::{RangeId, Ring, Span};
 use super::super::task::{DEDUP_PER_RESOURCE_MAX, TOKEN_EPOCHS_PER_RESOURCE_MAX};
 use super::super::time::Instant;
 use super::super::wire::{PendingTask, RECOVER_CHUNKS_MAX, RecoverReply, ResourceState, TaskMsg};
+use super::marks::Marks;
 use super::replication::state_bytes;
-use super::{Custody, CustodyOutput, Piece, Role, is_life, overlaps};
+use super::{Custody, CustodyOutput, Piece, RING_HISTORY_MAX, Role, is_life, overlaps};
 
 /// How often a recovering node asks again the replicas that have not
 /// answered.
 pub const RECOVER_RETRY: Duration = Duration::from_secs(1);
+/// How often a recovering node asks every replica anew once their answers
+/// did not cover the part (a mark may come later).
+pub const RECOVER_STUCK_RETRY: Duration = Duration::from_secs(5);
 /// Parts a node recovers at once; past it, more wait for a later epoch.
 pub const RECOVERIES_MAX: usize = 65_536;
 /// Bytes of resource state per reply chunk, roughly.
@@ -60,10 +64,14 @@ pub const RECOVER_CHUNK_BYTES: usize = 256 * 1024;
 /// A reply being assembled from its chunks.
 #[derive(Debug, Default)]
 struct Reply {
-    synced: u64,
+    /// The incarnation the replica's process started with.
+    born: u64,
+    /// The replica's marks along the part, in runs.
+    synced: Vec<(Span, u64)>,
     chunks: u32,
     got: BTreeSet<u32>,
-    resources: Vec<ResourceState>,
+    /// `(epoch of the copy's last write, state)`.
+    resources: Vec<(u64, ResourceState)>,
 }
 
 impl Reply {
@@ -95,6 +103,14 @@ pub(super) struct Recovery {
     stuck: bool,
 }
 
+impl Recovery {
+    /// When to ask the replicas again: those that have not answered, or,
+    /// once the part is reported unrecoverable, all of them, less often.
+    fn ask_at(&self) -> Instant {
+        self.asked_at + if self.stuck { RECOVER_STUCK_RETRY } else { RECOVER_RETRY }
+    }
+}
+
 impl Custody {
     /// After learning `config` (the latest epoch, one after the previous
     /// ring's): starts recovering the parts this node owns, holds nothing
@@ -104,8 +120,17 @@ impl Custody {
             return;
         }
         let Some(ring) = self.ring.clone() else { return };
-        let Some((prev_ring, prev_k)) = self.history.get(&self.epoch.saturating_sub(1)).cloned() else {
-            // The epoch before was skipped here: its replicas are unknown.
+        if !ring.ranges().any(|(_, _, owner)| is_life(owner, &self.me)) {
+            return;
+        }
+        let prev = self.epoch.saturating_sub(1);
+        let Some((prev_ring, prev_k)) = self.history.get(&prev).cloned() else {
+            // The epoch before was skipped here (a restart, a cut): its
+            // replicas are unknown until its configuration comes.
+            if prev > 0 && self.past_wanted.is_none_or(|(e, _)| e != prev) {
+                self.past_wanted = Some((prev, now));
+                self.outputs.push(CustodyOutput::FetchEpoch(prev));
+            }
             return;
         };
         for (_, span, owner) in ring.ranges() {
@@ -157,6 +182,27 @@ impl Custody {
         }
     }
 
+    /// A configuration fetched from a voter: the epoch before the latest,
+    /// skipped here, starts the recoveries it was missing for.
+    pub(crate) fn on_past_epoch(&mut self, config: &Configuration, now: Instant) {
+        if self.past_wanted.is_none_or(|(e, _)| e != config.epoch) || self.history.contains_key(&config.epoch) {
+            return;
+        }
+        self.past_wanted = None;
+        let ring = self.rings.ring(config);
+        self.history.insert(config.epoch, (ring, usize::from(config.replication)));
+        while self.history.len() > RING_HISTORY_MAX {
+            self.history.pop_first();
+        }
+        tracing::debug!(
+            epoch = config.epoch,
+            "learned a skipped epoch's ring: recovering what it gave a removed custodian"
+        );
+        if let Some(latest) = self.latest.clone() {
+            self.start_recoveries(&latest, now);
+        }
+    }
+
     /// Asks the replicas that have not answered.
     fn ask(&mut self, id: u64, now: Instant) {
         let Some(r) = self.recoveries.get_mut(&id) else { return };
@@ -193,17 +239,17 @@ impl Custody {
     /// chunks.
     fn seal_and_read(&mut self, id: u64, epoch: u64, span: Span) -> Vec<RecoverReply> {
         self.replicas.seal(span, epoch);
-        let synced = self.replicas.synced(span);
-        let mut chunks: Vec<Vec<ResourceState>> = vec![Vec::new()];
+        let synced = self.synced_through(span, epoch.saturating_sub(1));
+        let mut chunks: Vec<Vec<(u64, ResourceState)>> = vec![Vec::new()];
         let mut bytes = 0usize;
-        for state in self.replicas.states_in(span) {
-            let size = state_bytes(&state);
+        for copy in self.replicas.states_in(span) {
+            let size = state_bytes(&copy.1);
             if bytes + size > RECOVER_CHUNK_BYTES && !chunks.last().expect("one").is_empty() {
                 chunks.push(Vec::new());
                 bytes = 0;
             }
             bytes += size;
-            chunks.last_mut().expect("one").push(state);
+            chunks.last_mut().expect("one").push(copy);
         }
         let n = u32::try_from(chunks.len()).unwrap_or(u32::MAX).min(RECOVER_CHUNKS_MAX);
         chunks
@@ -214,12 +260,37 @@ impl Custody {
                 id,
                 epoch,
                 born: self.born,
-                synced,
+                synced: synced.clone(),
                 chunk: i as u32,
                 chunks: n,
                 resources,
             })
             .collect()
+    }
+
+    /// Along `span`, in runs, the epoch this node's copies are complete as
+    /// of: its marks, each carried forward to `upto` where by this node's
+    /// own rings the run kept the custodian and replicas `upto` gives the
+    /// span (a custodian that crashed before an epoch that changed nothing
+    /// for it never marked it; and the asker, if it restarted since, lacks
+    /// the rings to tell).
+    fn synced_through(&self, span: Span, upto: u64) -> Vec<(Span, u64)> {
+        let runs = self.replicas.synced_runs(span);
+        let Some((ring, k)) = self.history.get(&upto) else { return runs };
+        let Some((range, owner)) = ring.locate_point(span.end) else { return runs };
+        let members: Vec<NodeId> = ring.replicas(range, *k).into_iter().cloned().collect();
+        let mut out = Vec::with_capacity(runs.len());
+        for (run, mark) in runs {
+            if mark == 0 || mark >= upto {
+                out.push((run, mark));
+                continue;
+            }
+            match kept_since(&self.history, run, owner, &members, mark, upto) {
+                kept if kept.is_empty() => out.push((run, mark)),
+                kept => out.extend(kept.into_iter().map(|(s, same)| (s, if same { upto } else { mark }))),
+            }
+        }
+        out
     }
 
     /// A chunk of a replica's answer.
@@ -235,8 +306,8 @@ impl Custody {
         }
         // From the process that was the replica in the epoch before: one
         // started since lost those copies.
-        let Some(member) = r.members.iter().find(|m| m.addr == from) else { return };
-        if reply.born > member.incarnation {
+        let Some(life) = r.members.iter().filter(|m| m.addr == from).map(|m| m.incarnation).max() else { return };
+        if reply.born > life {
             tracing::debug!(from = %from, "a replica restarted since; its answer does not count");
             return;
         }
@@ -246,8 +317,9 @@ impl Custody {
             return;
         }
         entry.chunks = reply.chunks;
+        entry.born = reply.born;
         entry.synced = reply.synced;
-        entry.resources.extend(reply.resources.into_iter().filter(|s| span.contains(Ring::key_hash(&s.resource))));
+        entry.resources.extend(reply.resources.into_iter().filter(|(_, s)| span.contains(Ring::key_hash(&s.resource))));
         self.check_quorum(id, now);
     }
 
@@ -255,17 +327,26 @@ impl Custody {
     /// custodian's mark; reports the part when that can no longer happen.
     fn check_quorum(&mut self, id: u64, now: Instant) {
         let Some(r) = self.recoveries.get_mut(&id) else { return };
+        let mut wanted = Vec::new();
+        let runs = marked_runs(&self.history, r, &mut wanted);
+        if !wanted.is_empty() {
+            // Older epochs' replicas are needed too: ask them.
+            tracing::debug!(part = %r.span, more = wanted.len(), "asking the replicas of the epochs since the mark too");
+            r.members.extend(wanted);
+            r.stuck = false;
+            self.ask(id, now);
+            return;
+        }
+        let marked = !runs.is_empty() && runs.iter().all(|&(_, m)| m);
+        if !marked && runs.len() > 1 && runs.iter().any(|&(_, m)| m) {
+            // The marks cover some of the part: recover those apart.
+            self.split_recovery(id, runs.into_iter().map(|(span, _)| span).collect(), now);
+            return;
+        }
+        let Some(r) = self.recoveries.get_mut(&id) else { return };
         let done: Vec<&Reply> = r.replies.values().filter(|x| x.complete()).collect();
-        // The previous custodian's mark of the epoch before; or an older
-        // mark, if from that epoch on the part had the same custodian and
-        // the same replicas (the same lives) in every epoch: then the read
-        // quorum meets every write quorum it counted since that mark too.
-        let prev = r.epoch.saturating_sub(1);
-        let best = done.iter().map(|x| x.synced).max().unwrap_or(0);
-        let marked =
-            best >= prev || (best > 0 && unchanged_since(&self.history, r.span, &r.previous, &r.members, best, prev));
-        if done.len() >= r.needed && marked {
-            let states: Vec<ResourceState> = done.iter().flat_map(|x| x.resources.iter().cloned()).collect();
+        if marked {
+            let states: Vec<(u64, ResourceState)> = done.iter().flat_map(|x| x.resources.iter().cloned()).collect();
             r.merged = Some(merge(states));
             tracing::info!(part = %r.span, epoch = r.epoch, replies = done.len(), "read quorum reached; taking custody after the lease wait");
             let at = r.learned_at + self.recovery_wait;
@@ -273,27 +354,99 @@ impl Custody {
             if at <= now {
                 self.activate_due(now);
             }
-        } else if done.len() == r.members.len() && !r.stuck {
+        } else if done.len() == r.members.iter().map(|m| m.addr).collect::<BTreeSet<_>>().len() && !r.stuck {
             r.stuck = true;
             self.stats.recoveries_stuck += 1;
             tracing::error!(part = %r.span, epoch = r.epoch, "every replica answered and none holds the previous custodian's complete copy: the part stays unavailable");
         }
     }
 
+    /// Replaces recovery `id` by one per span of `spans` (which cover its
+    /// part), each with the answers so far cut to its span.
+    fn split_recovery(&mut self, id: u64, spans: Vec<Span>, now: Instant) {
+        let Some(r) = self.recoveries.remove(&id) else { return };
+        let mut ids = Vec::with_capacity(spans.len());
+        for span in spans {
+            let replies = r
+                .replies
+                .iter()
+                .map(|(&from, x)| {
+                    let resources = x
+                        .resources
+                        .iter()
+                        .filter(|(_, s)| span.contains(Ring::key_hash(&s.resource)))
+                        .cloned()
+                        .collect();
+                    (
+                        from,
+                        Reply {
+                            born: x.born,
+                            synced: x.synced.clone(),
+                            chunks: x.chunks,
+                            got: x.got.clone(),
+                            resources,
+                        },
+                    )
+                })
+                .collect();
+            let new = self.next_recovery;
+            self.next_recovery += 1;
+            self.recoveries.insert(
+                new,
+                Recovery {
+                    span,
+                    epoch: r.epoch,
+                    learned_at: r.learned_at,
+                    members: r.members.clone(),
+                    previous: r.previous.clone(),
+                    needed: r.needed,
+                    replies,
+                    asked_at: r.asked_at,
+                    merged: None,
+                    stuck: false,
+                },
+            );
+            ids.push(new);
+        }
+        tracing::debug!(part = %r.span, pieces = ids.len(), "recovering the part in pieces: a mark covers some of them");
+        for id in ids {
+            self.check_quorum(id, now);
+        }
+    }
+
     /// When recovery has work: asking again, or taking custody.
     pub(super) fn recovery_deadline(&self) -> Option<Instant> {
-        let ask = self.recoveries.values().filter(|r| r.merged.is_none()).map(|r| r.asked_at + RECOVER_RETRY).min();
-        ask.into_iter().chain(self.recovery_due).min()
+        let ask = self.recoveries.values().filter(|r| r.merged.is_none()).map(Recovery::ask_at).min();
+        let fetch = self.past_wanted.map(|(_, at)| at + RECOVER_RETRY);
+        ask.into_iter().chain(self.recovery_due).chain(fetch).min()
     }
 
     pub(super) fn recovery_timeout(&mut self, now: Instant) {
+        if let Some((epoch, at)) = self.past_wanted
+            && now >= at + RECOVER_RETRY
+        {
+            if epoch + 1 == self.epoch {
+                self.past_wanted = Some((epoch, now));
+                self.outputs.push(CustodyOutput::FetchEpoch(epoch));
+            } else {
+                // A newer epoch came meanwhile: it asks for its own.
+                self.past_wanted = None;
+            }
+        }
         let again: Vec<u64> = self
             .recoveries
             .iter()
-            .filter(|(_, r)| r.merged.is_none() && now >= r.asked_at + RECOVER_RETRY)
+            .filter(|(_, r)| r.merged.is_none() && now >= r.ask_at())
             .map(|(&id, _)| id)
             .collect();
         for id in again {
+            let r = self.recoveries.get_mut(&id).expect("listed");
+            if r.stuck {
+                // Marks may have come since (a paused custodian that
+                // resumed and marked its replicas before learning of its
+                // removal): every replica is asked anew.
+                r.replies.clear();
+            }
             self.ask(id, now);
         }
         if self.recovery_due.is_some_and(|at| now >= at) {
@@ -349,36 +502,152 @@ impl Custody {
     }
 }
 
-/// Whether every epoch from `since` to `upto` is in `history` and gives
-/// every point of `span` to `owner` with exactly `members` as replicas.
-fn unchanged_since(
+/// The part of recovery `r` cut into runs, in order, each with whether the
+/// complete answers cover it: some answer's mark there is of the epoch
+/// before the recovery's (and the answers are a read quorum of that
+/// epoch's replicas); or of an older epoch `y` from which on the run had
+/// the same custodian, and in every epoch from `y` on the answers include a
+/// read quorum of its replicas then: a task acknowledged after the mark was
+/// held by a write quorum of the replicas of the epoch it was acknowledged
+/// in, which that read quorum meets. Replicas of those epochs not asked
+/// yet are added to `wanted`.
+fn marked_runs(
+    history: &BTreeMap<u64, (Arc<Ring>, usize)>,
+    r: &Recovery,
+    wanted: &mut Vec<NodeId>,
+) -> Vec<(Span, bool)> {
+    let prev = r.epoch.saturating_sub(1);
+    let done: Vec<(&SocketAddr, &Reply)> = r.replies.iter().filter(|(_, x)| x.complete()).collect();
+    // A read quorum of `members` among the answers, each from the life
+    // that held the copies (or an earlier life of its process). The
+    // custodian counted itself in every write quorum with the state it
+    // held as custodian, which its answer (replica copies only) does not
+    // carry: it is never counted.
+    let quorum = |members: &[NodeId], custodian: &NodeId| {
+        let n = members.len();
+        let answered = members
+            .iter()
+            .filter(|m| m.addr != custodian.addr)
+            .filter(|m| done.iter().any(|(a, x)| **a == m.addr && x.born <= m.incarnation))
+            .count();
+        answered > n - (n / 2 + 1)
+    };
+    let mut best = Marks::default();
+    for (_, x) in &done {
+        for &(run, mark) in &x.synced {
+            best.raise(run, mark);
+        }
+    }
+    let mut runs: Vec<(Span, bool)> = Vec::new();
+    for (run, mark) in best.runs(r.span) {
+        if mark == 0 {
+            runs.push((run, false));
+            continue;
+        }
+        let since = mark.min(prev);
+        let pieces = runs_where(history, run, since, prev, |ring, k, range, o| {
+            let members: Vec<NodeId> = ring.replicas(range, k).into_iter().cloned().collect();
+            if o != &r.previous {
+                return false;
+            }
+            if quorum(&members, o) {
+                return true;
+            }
+            for m in members {
+                if !r.members.contains(&m) && !wanted.contains(&m) {
+                    wanted.push(m);
+                }
+            }
+            false
+        });
+        if pieces.is_empty() {
+            runs.push((run, false));
+        }
+        runs.extend(pieces);
+    }
+    joined(runs)
+}
+
+/// `span` cut into runs, in order, each with whether every epoch from
+/// `since` to `upto` gave all of it to `owner` with exactly `members` as
+/// replicas. Empty when an epoch's ring is not in `history`.
+fn kept_since(
     history: &BTreeMap<u64, (Arc<Ring>, usize)>,
     span: Span,
     owner: &NodeId,
     members: &[NodeId],
     since: u64,
     upto: u64,
-) -> bool {
-    (since..=upto).all(|epoch| {
-        let Some((ring, k)) = history.get(&epoch) else { return false };
-        ring.cut(span)
-            .into_iter()
-            .all(|(range, _, o)| o == owner && ring.replicas(range, *k).into_iter().eq(members.iter()))
+) -> Vec<(Span, bool)> {
+    runs_where(history, span, since, upto, |ring, k, range, o| {
+        o == owner && ring.replicas(range, k).into_iter().eq(members.iter())
     })
 }
 
-/// Merges the states replicas hold of the same resources: per resource the
+/// `span` cut into runs, in order, each with whether `ok(ring, k, range,
+/// owner)` held for every range over it in every epoch from `since` to
+/// `upto`. Empty when an epoch's ring is not in `history`.
+fn runs_where(
+    history: &BTreeMap<u64, (Arc<Ring>, usize)>,
+    span: Span,
+    since: u64,
+    upto: u64,
+    mut ok: impl FnMut(&Ring, usize, RangeId, &NodeId) -> bool,
+) -> Vec<(Span, bool)> {
+    let mut runs: Vec<(Span, bool)> = vec![(span, true)];
+    for epoch in since..=upto {
+        let Some((ring, k)) = history.get(&epoch) else { return Vec::new() };
+        let mut next: Vec<(Span, bool)> = Vec::new();
+        for (s, kept) in runs {
+            let cut = if kept { ring.cut(s) } else { Vec::new() };
+            if cut.is_empty() {
+                next.push((s, false));
+            }
+            for (range, piece, o) in cut {
+                next.push((piece, ok(ring, *k, range, o)));
+            }
+        }
+        runs = joined(next);
+    }
+    runs
+}
+
+/// Neighbouring runs alike made one.
+fn joined(runs: Vec<(Span, bool)>) -> Vec<(Span, bool)> {
+    let mut out: Vec<(Span, bool)> = Vec::with_capacity(runs.len());
+    for (s, kept) in runs {
+        match out.last_mut() {
+            Some((last, k)) if *k == kept && last.end == s.start && !last.is_full() => last.end = s.end,
+            _ => out.push((s, kept)),
+        }
+    }
+    out
+}
+
+/// Merges the states replicas hold of the same resources. Per resource only
+/// the copies of the newest writer count: each write of a custodian holds
+/// everything it held when sending, so a copy written in a later epoch
+/// holds all a copy written earlier does, and a copy of an older epoch that
+/// no later write replaced is a superseded custodian's (one that reached a
+/// replica the recovery that replaced it never sealed): its tasks were
+/// never acknowledged, and it may number tasks differently. Of those, the
 /// highest watermark; the tasks after it by sequence number, up to the
 /// first number nobody holds (every acknowledged task is held by some
 /// replica of a read quorum, and only acknowledged tasks run, so a number
 /// missing from all replies was neither: it is given out again); the ids
 /// of what is kept; the newest token steps and forgotten ids.
-pub(super) fn merge(states: Vec<ResourceState>) -> Vec<ResourceState> {
-    let mut by_name: BTreeMap<String, Vec<ResourceState>> = BTreeMap::new();
-    for s in states {
-        by_name.entry(s.resource.clone()).or_default().push(s);
+pub(super) fn merge(states: Vec<(u64, ResourceState)>) -> Vec<ResourceState> {
+    let mut by_name: BTreeMap<String, (u64, Vec<ResourceState>)> = BTreeMap::new();
+    for (written, s) in states {
+        let entry = by_name.entry(s.resource.clone()).or_default();
+        if written > entry.0 {
+            *entry = (written, Vec::new());
+        }
+        if written == entry.0 {
+            entry.1.push(s);
+        }
     }
-    by_name.into_values().map(merge_one).collect()
+    by_name.into_values().map(|(_, copies)| merge_one(copies)).collect()
 }
 
 fn merge_one(mut copies: Vec<ResourceState>) -> ResourceState {
@@ -483,7 +752,7 @@ mod tests {
     #[test]
     fn merging_takes_the_highest_watermark_and_every_task_after_it() {
         // One replica saw tasks up to 10 with 3 run; another saw 8 run.
-        let merged = merge(vec![state(3, 10, 2), state(8, 9, 4)]);
+        let merged = merge(vec![(5, state(3, 10, 2)), (5, state(8, 9, 4))]);
         assert_eq!(merged.len(), 1);
         let m = &merged[0];
         assert_eq!((m.executed, m.last_seq, m.token_floor), (8, 10, 4));
@@ -499,12 +768,31 @@ mod tests {
         // acknowledged either, since 6 was not durable before it).
         let mut with_gap = state(4, 7, 2);
         with_gap.pending.retain(|t| t.seq != 6);
-        let merged = merge(vec![with_gap.clone(), state(4, 5, 2)]);
+        let merged = merge(vec![(5, with_gap.clone()), (5, state(4, 5, 2))]);
         let m = &merged[0];
         assert_eq!(m.last_seq, 5);
         assert_eq!(m.pending.iter().map(|t| t.seq).collect::<Vec<_>>(), vec![5]);
         assert!(m.dedup.iter().all(|d| d.1 <= 5), "{:?}", m.dedup);
         m.validate().unwrap();
+    }
+
+    #[test]
+    fn a_superseded_custodians_copy_does_not_count() {
+        // A custodian of epoch 2, cut off, numbered its tasks 1..=6; the
+        // recovery at epoch 3 never sealed one replica, which took that
+        // state late. The custodian of epoch 3 numbered others 1..=4 and ran
+        // 2 of them: its copies, written later, are the resource.
+        let mut zombie = state(0, 6, 2);
+        for (t, d) in zombie.pending.iter_mut().zip(zombie.dedup.iter_mut()) {
+            t.task.id = format!("z{}", t.seq);
+            d.0 = t.task.id.clone();
+        }
+        let merged = merge(vec![(2, zombie), (3, state(2, 4, 3)), (4, state(2, 3, 3))]);
+        let m = &merged[0];
+        assert_eq!((m.executed, m.last_seq), (2, 3), "only the newest write's copy");
+        assert!(m.dedup.iter().all(|d| d.0.starts_with('t')), "{:?}", m.dedup);
+        let merged = merge(vec![(3, state(2, 4, 3)), (3, state(1, 3, 3)), (2, state(0, 9, 2))]);
+        assert_eq!((merged[0].executed, merged[0].last_seq), (2, 4), "copies of the same epoch merge");
     }
 }
 
@@ -551,6 +839,7 @@ mod quorum_tests {
     }
 
     fn reply(id: u64, born: u64, synced: u64) -> RecoverReply {
+        let synced = vec![(Span { start: 0, end: 0 }, synced)];
         RecoverReply { id, epoch: 3, born, synced, chunk: 0, chunks: 1, resources: Vec::new() }
     }
 
@@ -587,6 +876,31 @@ mod quorum_tests {
         assert_eq!(c.stats().ranges_recovered, 1);
         // And a late transfer of the part for epoch 3 or older is refused.
         assert_eq!(c.marks.highest(span), 3);
+    }
+
+    #[test]
+    fn the_previous_custodians_own_answer_never_counts_towards_the_read_quorum() {
+        // It counted itself in every write quorum with the state it held as
+        // custodian, which its answer (replica copies) does not carry: with
+        // it and one replica, a task acknowledged by it and the other
+        // replica would be missed.
+        let (mut c, asks, heir) = removed_a();
+        let a = id(1, 1).addr;
+        let (_, rid, _) = *asks.iter().find(|(to, _, _)| *to == a).unwrap();
+        let others: Vec<SocketAddr> =
+            c.recoveries[&rid].members.iter().map(|m| m.addr).filter(|&m| m != a && m != heir.addr).collect();
+        let t = Instant::from_micros(1000);
+        c.on_recover_reply(a, reply(rid, 1, 2), t);
+        if let [only] = others[..] {
+            // The heir answered itself: with a, two answers, one counting.
+            assert!(c.recoveries[&rid].merged.is_none(), "a and the heir are not a read quorum");
+            c.on_recover_reply(only, reply(rid, 1, 2), t);
+        } else {
+            c.on_recover_reply(others[0], reply(rid, 1, 2), t);
+            assert!(c.recoveries[&rid].merged.is_none(), "a and one replica are not a read quorum");
+            c.on_recover_reply(others[1], reply(rid, 1, 2), t);
+        }
+        assert!(c.recoveries[&rid].merged.is_some(), "the two other replicas are");
     }
 
     #[test]

@@ -34,8 +34,9 @@ pub const REPLICA_BYTES_MAX: usize = 512 * 1024 * 1024;
 /// Why a write was not taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refusal {
-    /// Older than the epoch of the last write taken for the resource, or
-    /// than the epoch a recovery sealed its point at.
+    /// Older than the epoch of the last write taken for the resource, than
+    /// the epoch a recovery sealed its point at, or than the epoch a
+    /// custodian marked its point's copies complete in.
     Stale,
     /// Does not follow what the copy holds: the whole state is needed.
     NeedFull,
@@ -90,7 +91,13 @@ impl Replicas {
     pub(crate) fn apply(&mut self, epoch: u64, write: ReplicaWrite) -> Result<u64, Refusal> {
         let name = write.resource().to_string();
         let key: Key = (Ring::key_hash(&name), name);
-        if self.copies.get(&key).is_some_and(|c| c.epoch > epoch) || epoch < self.sealed.at(key.0) {
+        // Older than the last write taken, than a recovery's seal, or than a
+        // custodian's mark of complete copies here: a superseded
+        // custodian's late write, which must not reach a later recovery.
+        if self.copies.get(&key).is_some_and(|c| c.epoch > epoch)
+            || epoch < self.sealed.at(key.0)
+            || epoch < self.synced.at(key.0)
+        {
             return Err(Refusal::Stale);
         }
         match write {
@@ -226,14 +233,15 @@ impl Replicas {
         complete
     }
 
-    /// The lowest epoch the copies of `span` were marked complete in.
-    pub(crate) fn synced(&self, span: Span) -> u64 {
-        self.synced.lowest(span)
+    /// Along `span`, in runs: the epoch the copies were marked complete in.
+    pub(crate) fn synced_runs(&self, span: Span) -> Vec<(Span, u64)> {
+        self.synced.runs(span)
     }
 
-    /// The copies of the resources in `span`, as handed-off states.
-    pub(crate) fn states_in(&self, span: Span) -> Vec<ResourceState> {
-        keys_in_map(&self.copies, span).into_iter().map(|key| self.state_of(&key)).collect()
+    /// The copies of the resources in `span`, as handed-off states, each
+    /// with the epoch of the last write taken for it.
+    pub(crate) fn states_in(&self, span: Span) -> Vec<(u64, ResourceState)> {
+        keys_in_map(&self.copies, span).into_iter().map(|key| (self.copies[&key].epoch, self.state_of(&key))).collect()
     }
 
     fn state_of(&self, key: &Key) -> ResourceState {
@@ -360,13 +368,27 @@ mod tests {
         let around = Span { start: point - 1, end: point };
         assert_eq!(r.apply(3, delta(0, 0, 1..=2)), Ok(2));
         assert!(!r.mark_synced(3, &[around], &[("r".into(), 3)]), "task 3 is not held");
-        assert_eq!(r.synced(around), 0);
+        assert_eq!(r.synced_runs(around), vec![(around, 0)]);
         assert!(r.mark_synced(3, &[around], &[("r".into(), 2)]));
-        assert_eq!(r.synced(around), 3);
+        assert_eq!(r.synced_runs(around), vec![(around, 3)]);
         r.seal(around, 5);
         assert_eq!(r.apply(4, delta(2, 0, 3..=3)), Err(Refusal::Stale), "a custodian of epoch 4 is cut off");
         assert_eq!(r.apply(5, delta(2, 0, 3..=3)), Ok(3));
         assert_eq!(r.states_in(around).len(), 1);
         assert!(r.states_in(Span { start: point, end: point.wrapping_add(10) }).is_empty());
+    }
+
+    #[test]
+    fn a_marked_point_refuses_older_writes_even_for_a_resource_not_held() {
+        // The custodian of epoch 4 marked this replica's copies of the part
+        // complete; a custodian superseded before (epoch 2), cut off until
+        // now, writes a resource this replica holds nothing of.
+        let mut r = Replicas::default();
+        let point = Ring::key_hash("r");
+        let around = Span { start: point - 1, end: point };
+        assert!(r.mark_synced(4, &[around], &[]));
+        assert_eq!(r.apply(2, delta(0, 0, 1..=2)), Err(Refusal::Stale));
+        assert!(r.state("r").is_none());
+        assert_eq!(r.apply(4, delta(0, 0, 1..=2)), Ok(2), "the marking custodian's own writes go on");
     }
 }

@@ -369,6 +369,13 @@ pub(super) struct SyncRound {
     covered: BTreeSet<SocketAddr>,
     /// Marks sent and not acknowledged: id → (replica, mark, sent at).
     outstanding: BTreeMap<u64, (SocketAddr, SyncMark, Instant)>,
+    /// Per replica not covered yet: the numbers its mark will name, taken
+    /// the first time it was looked at in this round. A task accepted
+    /// later is acknowledged only once a write quorum of this epoch's
+    /// replicas holds it, which a read quorum meets; so the mark need not
+    /// wait for it, and a replica of resources that never go quiet still
+    /// gets its mark.
+    drafts: BTreeMap<SocketAddr, BTreeMap<String, u64>>,
     next_try: Instant,
     complete: bool,
 }
@@ -385,6 +392,7 @@ impl Custody {
             epoch: self.epoch,
             covered: BTreeSet::new(),
             outstanding: BTreeMap::new(),
+            drafts: BTreeMap::new(),
             next_try: Instant::ZERO,
             complete: alone,
         });
@@ -416,6 +424,8 @@ impl Custody {
         // their resources up to date.
         let mut parts: BTreeMap<SocketAddr, MarkDraft> = BTreeMap::new();
         let active: Vec<Span> = self.pieces.values().filter(|p| p.role == Role::Active).map(|p| p.span).collect();
+        let mut drafts = std::mem::take(&mut self.sync.as_mut().expect("checked").drafts);
+        let drafted: BTreeSet<SocketAddr> = drafts.keys().copied().collect();
         for span in active {
             for (range, part, _) in ring.cut(span) {
                 let keys = super::keys_in(&self.resources, part);
@@ -426,18 +436,25 @@ impl Custody {
                     if m.addr == self.me.addr {
                         continue;
                     }
+                    let fresh = !drafted.contains(&m.addr);
+                    let draft = drafts.entry(m.addr).or_default();
                     let entry = parts.entry(m.addr).or_insert_with(|| (Vec::new(), Vec::new(), true));
                     entry.0.push(part);
                     for key in &keys {
                         let res = &self.resources[key];
+                        if fresh {
+                            draft.insert(key.1.clone(), res.last_seq);
+                        }
+                        let Some(&n) = draft.get(&key.1) else { continue };
                         let held = res.peers.iter().find(|p| p.addr == m.addr).map_or(0, |p| p.held);
-                        entry.2 &= held >= res.last_seq;
-                        entry.1.push((key.1.clone(), res.last_seq));
+                        entry.2 &= held >= n;
+                        entry.1.push((key.1.clone(), n));
                     }
                 }
             }
         }
         let s = self.sync.as_mut().expect("checked");
+        s.drafts = drafts;
         let mut all = true;
         for (addr, (spans, resources, ready)) in parts {
             if s.covered.contains(&addr) {
@@ -448,6 +465,7 @@ impl Custody {
                 continue;
             }
             s.covered.insert(addr);
+            s.drafts.remove(&addr);
             // Chunks by parts: a replica marks only what it checked.
             let (mut chunk_spans, mut chunk_res, mut bytes) = (Vec::new(), Vec::new(), 0usize);
             let mut by_span: BTreeMap<u64, Vec<(String, u64)>> = BTreeMap::new();
@@ -500,6 +518,7 @@ impl Custody {
             s.outstanding.remove(&id);
             if !ok {
                 s.covered.remove(&from);
+                s.drafts.remove(&from);
                 s.complete = false;
             }
         }

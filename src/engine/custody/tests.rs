@@ -549,16 +549,19 @@ fn a_transfer_for_another_life_at_the_address_is_not_taken() {
     assert_eq!(cb2.stats().transfers_received, 0);
 }
 
-#[test]
-fn a_removed_life_hands_what_it_holds_to_the_custodians_once_its_tasks_end() {
+/// b holds everything it owns at epoch 2 (as if handed over) and runs the
+/// first of two tasks of one of its resources; then the store removes b's
+/// life (epoch 3) and b starts a new one. Returns b's custody after it
+/// learned epoch 3, its outputs then, a, and the resource.
+fn removed_while_running(recovery: bool) -> (Custody, Vec<CustodyOutput>, NodeId, String) {
     let (a, b) = (id(1), id(2));
     let (_, c2) = two_epochs(&a, &b);
-    // b holds everything it owns at epoch 2 (as if handed over), runs a task.
     let mut ca = Custody::new(a.clone(), Duration::from_millis(100), 8);
     ca.on_epoch(&Configuration::first(9, a.clone(), 16, 3), T0);
     ca.on_epoch(&c2, T0);
     let ts = transfers(&outputs(&mut ca));
     let mut cb = custody_at(&b, &c2, T0);
+    cb.set_recovery(recovery);
     for (_, t) in &ts {
         cb.on_transfer(a.addr, t.clone(), T0);
     }
@@ -568,12 +571,33 @@ fn a_removed_life_hands_what_it_holds_to_the_custodians_once_its_tasks_end() {
     submit_from(&mut cb, 5, 2, task("t2", &r));
     cb.pump(T0, true);
     assert_eq!(executions(&outputs(&mut cb)).len(), 1);
-    // The store removed b's life; epoch 3 removes it from the ring.
     let c3 = c2.next(&Changes { removals: vec![b.clone()], ..Changes::default() }).unwrap();
     cb.renew_identity(NodeId::new(b.addr, 2, "n2"), at(1));
     cb.on_epoch(&c3, at(1));
     cb.pump(at(1), true);
     let outs = outputs(&mut cb);
+    (cb, outs, a, r)
+}
+
+#[test]
+fn with_recovery_a_removed_life_gives_up_what_it_held_and_hands_nothing_over() {
+    // Its new owners recover it from the replicas; a copy handed over as
+    // well could replace the recovered state.
+    let (mut cb, outs, _, r) = removed_while_running(true);
+    assert!(executions(&outs).is_empty(), "a removed life starts nothing");
+    assert!(transfers(&outs).is_empty());
+    assert!(outs.contains(&CustodyOutput::Cancel { resource: r.clone(), seq: 1 }), "{outs:?}");
+    assert!(cb.stats().parts_forfeited > 0);
+    assert!(!cb.handed_off(), "a cancelled task still runs");
+    cb.finished(&r, 1, Outcome::Ok(vec![]), at(2));
+    assert!(transfers(&outputs(&mut cb)).is_empty());
+    assert!(cb.resources.is_empty(), "dropped once nothing runs");
+    assert!(cb.handed_off());
+}
+
+#[test]
+fn without_recovery_a_removed_life_hands_what_it_holds_to_the_custodians_once_its_tasks_end() {
+    let (mut cb, outs, a, r) = removed_while_running(false);
     assert!(executions(&outs).is_empty(), "a removed life starts nothing");
     assert!(transfers(&outs).iter().all(|(_, t)| t.resources.iter().all(|s| s.resource != r)), "t1 still runs");
     cb.finished(&r, 1, Outcome::Ok(vec![]), at(2));

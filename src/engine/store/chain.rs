@@ -95,6 +95,43 @@ impl EpochStore {
         }
     }
 
+    /// Asks the leader (or, without one, every voter known) for the
+    /// configuration of `epoch`, which this node skipped.
+    pub(crate) fn fetch_past(&mut self, epoch: u64) {
+        let targets: Vec<SocketAddr> = match self.lease.leader {
+            Some(leader) => vec![leader],
+            None => self.lease.voters.clone(),
+        };
+        let me = self.me.addr;
+        for to in targets.into_iter().filter(|&to| to != me) {
+            self.send(to, EpochMsg::FetchPast { epoch });
+        }
+    }
+
+    /// Answers a fetch of one past configuration, if this node keeps it.
+    pub(super) fn answer_fetch_past(&mut self, from: SocketAddr, epoch: u64) {
+        let answer = self
+            .learned
+            .latest
+            .as_ref()
+            .filter(|c| c.epoch == epoch)
+            .or_else(|| self.applied.chain.get(&epoch))
+            .cloned();
+        if let Some(config) = answer {
+            self.send(from, EpochMsg::Past(config));
+        }
+    }
+
+    /// A past configuration from a peer: for the host, if it is of this
+    /// cluster and older than the latest learned.
+    pub(super) fn take_past(&mut self, config: Configuration) {
+        let Some(latest) = self.learned.latest.as_ref() else { return };
+        if config.group != latest.group || config.epoch >= latest.epoch || !config.is_well_formed() {
+            return;
+        }
+        self.outputs.push(StoreOutput::Past(config));
+    }
+
     /// Takes a configuration as learned, if it is newer than what this node
     /// knows and belongs to its cluster.
     pub(super) fn learn(&mut self, config: Configuration) {

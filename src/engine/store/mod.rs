@@ -81,6 +81,9 @@ pub(crate) enum StoreOutput {
     Announce(u64, u64),
     /// Tell the host.
     Event(StoreEvent),
+    /// A configuration older than the latest, asked for with
+    /// [`EpochStore::fetch_past`].
+    Past(Configuration),
 }
 
 /// Epoch-store events, for the host and for netsim's checks.
@@ -489,6 +492,8 @@ impl EpochStore {
             }
             EpochMsg::Fetch { epoch } => self.answer_fetch(from, epoch),
             EpochMsg::Config(config) => self.learn(config),
+            EpochMsg::FetchPast { epoch } => self.answer_fetch_past(from, epoch),
+            EpochMsg::Past(config) => self.take_past(config),
         }
     }
 

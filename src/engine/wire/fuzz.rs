@@ -603,18 +603,20 @@ impl Gen {
             },
             12 => {
                 let chunks = 1 + self.below(u64::from(RECOVER_CHUNKS_MAX)) as u32;
-                let mut resources: Vec<ResourceState> = Vec::new();
+                let mut resources: Vec<(u64, ResourceState)> = Vec::new();
                 for _ in 0..self.size(3) {
                     let state = self.resource_state();
-                    if resources.iter().all(|r| r.resource != state.resource) {
-                        resources.push(state);
+                    if resources.iter().all(|(_, r)| r.resource != state.resource) {
+                        resources.push((self.u64(), state));
                     }
                 }
                 TaskMsg::RecoverReply(RecoverReply {
                     id: self.u64(),
                     epoch: self.u64(),
                     born: self.u64(),
-                    synced: self.u64(),
+                    synced: (0..self.size(3))
+                        .map(|_| (Span { start: self.u64(), end: self.u64() }, self.u64()))
+                        .collect(),
                     chunk: self.below(u64::from(chunks)) as u32,
                     chunks,
                     resources,

@@ -57,7 +57,7 @@ pub(super) fn check(cx: &Cx<'_, '_>, failing: &mut [u8]) -> Invariant {
                 } else {
                     lost.add(t.arrived, k);
                     failing[k] |= 4;
-                    if let Some(class) = classify(mask[k], true, &t.status) {
+                    if let Some(class) = classify(mask[k], true, &t.status, run.faults.recovery) {
                         *lost_classes.entry(class.name().to_string()).or_insert(0) += 1;
                     }
                 }
@@ -70,7 +70,7 @@ pub(super) fn check(cx: &Cx<'_, '_>, failing: &mut [u8]) -> Invariant {
         let bits = mine.iter().filter(|e| e.from <= at).fold(if run.faults.run_wide { RUN_WIDE } else { 0 }, |m, e| {
             m | e.touch.bit() | if e.unhealed { UNHEALED } else { 0 }
         });
-        if let Some(class) = classify(bits, true, &TaskStatus::Open) {
+        if let Some(class) = classify(bits, true, &TaskStatus::Open, run.faults.recovery) {
             *lost_classes.entry(class.name().to_string()).or_insert(0) += 1;
         }
     }
