@@ -71,6 +71,7 @@ impl Node {
         // The last member has nobody to hand over to, nor anyone to tell.
         let others = self.store.latest().is_some_and(|c| c.members.len() > 1);
         if self.store.is_member() && !self.store.was_removed() && others {
+            self.custody.set_leaving();
             self.store.request_leave(self.now);
             self.leave_deadline = Some(self.now + self.leave_timeout());
         } else {

@@ -416,6 +416,8 @@ pub(crate) struct Custody {
     latest: Option<Configuration>,
     /// The epoch before the latest, skipped here and asked for, since when.
     past_wanted: Option<(u64, Instant)>,
+    /// This life asked to leave while a member (see [`Custody::set_leaving`]).
+    leaving: bool,
     recoveries: BTreeMap<u64, Recovery>,
     next_recovery: u64,
     /// When the next recovered part's wait ends.
@@ -466,6 +468,7 @@ impl Custody {
             history: BTreeMap::new(),
             latest: None,
             past_wanted: None,
+            leaving: false,
             recoveries: BTreeMap::new(),
             next_recovery: 1,
             recovery_due: None,
@@ -488,6 +491,11 @@ impl Custody {
     /// The latest epoch custody acts on.
     pub(crate) fn epoch(&self) -> u64 {
         self.epoch
+    }
+
+    /// This life asked to leave, as a member: it hands off what it holds.
+    pub(crate) fn set_leaving(&mut self) {
+        self.leaving = true;
     }
 
     /// Turns recovery of removed custodians' parts on or off.
@@ -540,7 +548,11 @@ impl Custody {
             return;
         }
         let first = self.epoch == 0;
-        let before = self.history.get(&(config.epoch - 1)).map(|(ring, _)| ring.clone()).or_else(|| self.ring.clone());
+        // The ring of the epoch before, or (skipped here) the last one known.
+        let before = match self.history.get(&(config.epoch - 1)) {
+            Some((ring, _)) => Some((ring.clone(), true)),
+            None => self.ring.clone().map(|ring| (ring, false)),
+        };
         self.epoch = config.epoch;
         self.latest = Some(config.clone());
         self.k = usize::from(config.replication);
@@ -565,8 +577,14 @@ impl Custody {
                 tracing::warn!(to = %o.to, parts = o.message.spans.len(), "handoff receiver removed before acknowledging");
             }
         }
-        if let (Some(before), Some(ring)) = (before, self.ring.clone()) {
-            self.forfeit_removed(&before, config, &ring);
+        if let (Some((before, exact)), Some(ring)) = (before, self.ring.clone()) {
+            // A leaving life that skipped epochs cannot tell a removal while
+            // it owned a part from a removal after it was marked leaving
+            // (the part moved off it, its new owner awaits the handoff):
+            // it hands off, as it set out to.
+            if exact || !self.leaving {
+                self.forfeit_removed(&before, config, &ring);
+            }
         }
         self.recut(now);
         self.drop_forfeited();
@@ -1251,7 +1269,14 @@ impl Custody {
             return;
         }
         let ack = TaskMsg::TransferAck { id: t.id };
-        let (fresh, stale): (Vec<Span>, Vec<Span>) = t.spans.iter().partition(|&&span| self.may_take(span, t.epoch));
+        // A part being recovered is rebuilt from its replicas; a copy from a
+        // life that is not a member any more (its custodian, removed, or an
+        // even older holder) may be older than what they hold.
+        let sender_gone =
+            self.latest.as_ref().is_some_and(|c| c.member(from).is_none_or(|m| m.id.incarnation != t.from_incarnation));
+        let (fresh, stale): (Vec<Span>, Vec<Span>) = t.spans.iter().partition(|&&span| {
+            self.may_take(span, t.epoch) && !(sender_gone && self.recoveries.values().any(|r| r.overlaps(span)))
+        });
         if !stale.is_empty() {
             self.stats.transfers_refused += 1;
             tracing::debug!(from = %from, id = t.id, epoch = t.epoch, parts = stale.len(), "a copy of parts taken already: refused");

@@ -104,6 +104,11 @@ pub(super) struct Recovery {
 }
 
 impl Recovery {
+    /// Whether the part being recovered overlaps `span`.
+    pub(super) fn overlaps(&self, span: Span) -> bool {
+        overlaps(self.span, span)
+    }
+
     /// When to ask the replicas again: those that have not answered, or,
     /// once the part is reported unrecoverable, all of them, less often.
     fn ask_at(&self) -> Instant {
@@ -901,6 +906,27 @@ mod quorum_tests {
             c.on_recover_reply(others[1], reply(rid, 1, 2), t);
         }
         assert!(c.recoveries[&rid].merged.is_some(), "the two other replicas are");
+    }
+
+    #[test]
+    fn a_removed_lifes_transfer_of_a_part_being_recovered_is_refused() {
+        // a, removed, hands the part over late (cut off, then healed): its
+        // copy may be older than what the replicas hold; the recovery
+        // decides.
+        let (mut c, asks, heir) = removed_a();
+        let (_, rid, span) = asks[0];
+        let t = crate::engine::wire::Transfer {
+            id: 7,
+            from_incarnation: 1,
+            to_incarnation: heir.incarnation,
+            epoch: 3,
+            spans: vec![span],
+            resources: Vec::new(),
+        };
+        c.on_transfer(id(1, 1).addr, t, Instant::ZERO);
+        assert!(c.piece_of(span.end).is_none(), "not taken");
+        assert!(c.recoveries.contains_key(&rid), "still recovering");
+        assert_eq!(c.stats().transfers_refused, 1);
     }
 
     #[test]
