@@ -15,7 +15,7 @@ use anyhow::{Context, Result, anyhow};
 use clap::{Parser, Subcommand, ValueEnum};
 use custody::Config;
 use netsim::plan::{Arrivals, Distribution, ExecTime, Plan};
-use netsim::report::{Report, Verdict};
+use netsim::report::{RecoveryTimes, Report, Verdict};
 use netsim::scenario::{self, Params, SCENARIOS, WorkloadOverrides};
 use serde::Serialize;
 
@@ -545,6 +545,12 @@ fn print_report(report: &Report, replay: &str) {
             h.recoveries_started, h.parts_recovered, h.resources_recovered, h.tasks_recovered, h.recoveries_stuck
         );
     }
+    if let Some(t) = h.recovery_ms {
+        println!(
+            "  recovered resources ran again after: p50 {} ms, p99 {} ms, max {} ms ({} resources of crashed custodians)",
+            t.p50_ms, t.p99_ms, t.max_ms, t.resources
+        );
+    }
     let f = &report.faults_injected;
     println!(
         "  injected: {} dropped, {} duplicated, {} reordered, {} partition-dropped, {} stream frames reset, {} crashes, {} pauses",
@@ -865,6 +871,21 @@ fn sweep(
                     spread(&|r| r.handoffs.since_first_fault.map_or(0, |m| m.tasks_moved))
                 );
             }
+        }
+        let recovered: Vec<RecoveryTimes> = mine.iter().filter_map(|r| r.handoffs.recovery_ms).collect();
+        if !recovered.is_empty() {
+            let range = |f: fn(&RecoveryTimes) -> u64| {
+                let v: Vec<u64> = recovered.iter().map(f).collect();
+                format!("{}–{}", v.iter().min().unwrap_or(&0), v.iter().max().unwrap_or(&0))
+            };
+            println!(
+                "{:<18} recovered resources ran again after: p50 {} ms, p99 {} ms, max {} ms per run ({} runs)",
+                "",
+                range(|t| t.p50_ms),
+                range(|t| t.p99_ms),
+                range(|t| t.max_ms),
+                recovered.len()
+            );
         }
         if mine.iter().any(|r| r.fault_plan.tasks.is_some()) {
             let sum = |f: &dyn Fn(&Report) -> u64| mine.iter().map(|r| f(r)).sum::<u64>();

@@ -227,11 +227,31 @@ pub struct Handoffs {
     /// none held the removed custodian's complete copy.
     #[serde(default)]
     pub recoveries_stuck: u64,
+    /// With recovery: how long the resources of crashed custodians were
+    /// unavailable, each from the crash (or the arrival of the task, if
+    /// later) to the start of its first execution after it. `null` without
+    /// recovery or without such a resource.
+    #[serde(default)]
+    pub recovery_ms: Option<RecoveryTimes>,
     /// What moved from the first fault on: the membership changes' share,
     /// without the formation's (the founder hands off most of the circle
     /// when the formed cluster's first epoch admits the others). `null`
     /// without faults.
     pub since_first_fault: Option<Moved>,
+}
+
+/// The spread of the times recovery took, per resource of a crashed
+/// custodian that ran a task again, in milliseconds (rounded up).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveryTimes {
+    /// Median.
+    pub p50_ms: u64,
+    /// 99th percentile.
+    pub p99_ms: u64,
+    /// Longest.
+    pub max_ms: u64,
+    /// Resources measured.
+    pub resources: u64,
 }
 
 /// Custody moved over part of a run.

@@ -1,6 +1,8 @@
 //! Every scenario, a fixed range of seeds, 20 nodes: each must pass, and a
 //! failure prints the command that replays it.
 
+use std::time::Duration;
+
 use custody::Config;
 use netsim::plan::Plan;
 use netsim::report::Verdict;
@@ -214,4 +216,18 @@ fn the_report_has_the_documented_keys() {
         }
         assert_eq!((&i["mode"], &i["ok"], &i["violations"]), (&"custody".into(), &true.into(), &0.into()));
     }
+}
+
+#[test]
+fn with_recovery_a_crashed_custodians_resources_run_again_within_the_bound() {
+    // Detection, the batching window, the lease wait W, and a second.
+    let scenario = netsim::scenario::find("double-crash").expect("exists");
+    let plan = scenario.plan(&params(1)).expect("valid");
+    let cfg = plan.config.clone();
+    let bound = cfg.failure_detection_bound(NODES) + cfg.stable_after + cfg.recovery_wait() + Duration::from_secs(1);
+    let report = netsim::run_plan(plan);
+    let times = report.handoffs.recovery_ms.expect("resources of the crashed custodians ran again");
+    assert!(times.resources > 0 && times.p50_ms <= times.p99_ms && times.p99_ms <= times.max_ms, "{times:?}");
+    assert!(u128::from(times.p99_ms) <= bound.as_millis(), "p99 {} ms, bound {bound:?}", times.p99_ms);
+    assert!(report.handoffs.parts_recovered > 0);
 }

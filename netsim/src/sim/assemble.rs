@@ -7,11 +7,11 @@
 use custody::engine::CustodyStats;
 
 use super::Sim;
-use crate::checker::{self, Checked, FaultFacts, TaskRun};
+use crate::checker::{self, Checked, FaultFacts, TaskRun, Touch};
 use crate::plan::{Mode, TaskExpect};
 use crate::report::{
     Check, CheckKind, Epochs, Handoffs, Invariant, LivenessClass, LivenessClasses, Membership, ModeMetrics, Moved,
-    Report, Tasks,
+    RecoveryTimes, Report, Tasks,
 };
 use crate::trace::ExecRecord;
 
@@ -239,12 +239,45 @@ impl Sim {
     /// what moved from the first fault on.
     fn handoff_totals(&self) -> Handoffs {
         let mut handoffs = self.handoffs();
+        handoffs.recovery_ms = self.recovery_times();
         handoffs.since_first_fault = self.at_first_fault.map(|before| Moved {
             range_transfers: handoffs.range_transfers - before.range_transfers,
             resources_moved: handoffs.resources_moved - before.resources_moved,
             tasks_moved: handoffs.tasks_moved - before.tasks_moved,
         });
         handoffs
+    }
+
+    /// With recovery, per resource whose custodian crashed while holding
+    /// it: from the crash (or the arrival of the task that ran next, if
+    /// later) to the start of its first execution after the crash.
+    fn recovery_times(&self) -> Option<RecoveryTimes> {
+        let clients = self.clients.as_ref()?;
+        if self.plan.mode != Mode::Custody || !self.plan.config.recovery {
+            return None;
+        }
+        let tasks = clients.tasks();
+        let mut times: Vec<u64> = Vec::new();
+        for e in self.exposures(tasks).iter().filter(|e| e.touch == Touch::Crashed) {
+            let next =
+                self.trace.iter().filter(|x| x.resource == e.resource && x.start > e.from).min_by_key(|x| x.start);
+            if let Some(x) = next {
+                let arrived = tasks.get(x.task as usize).map_or(0, |t| t.arrived);
+                times.push(x.start - e.from.max(arrived).min(x.start));
+            }
+        }
+        if times.is_empty() {
+            return None;
+        }
+        times.sort_unstable();
+        let ms = |us: u64| us.div_ceil(1000);
+        let pick = |q: f64| ms(times[((times.len() as f64 * q).ceil() as usize).clamp(1, times.len()) - 1]);
+        Some(RecoveryTimes {
+            p50_ms: pick(0.5),
+            p99_ms: pick(0.99),
+            max_ms: ms(*times.last().expect("not empty")),
+            resources: times.len() as u64,
+        })
     }
 
     /// What the epoch store did.

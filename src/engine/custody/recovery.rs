@@ -86,6 +86,10 @@ pub(super) struct Recovery {
     span: Span,
     /// The epoch this node owns the part in.
     epoch: u64,
+    /// The last epoch in which `previous` held the part: its replicas then
+    /// are read (the epoch before `epoch`, or older when this node owned
+    /// the part in between and never got it).
+    from: u64,
     /// When this node learned `epoch`: the wait counts from there.
     learned_at: Instant,
     /// The part's replicas in the epoch before.
@@ -142,7 +146,21 @@ impl Custody {
             if !is_life(owner, &self.me) {
                 continue;
             }
+            let mut candidates: Vec<(RangeId, Span, NodeId, u64, Arc<Ring>, usize)> = Vec::new();
             for (range, part, before) in prev_ring.cut(span) {
+                if is_life(before, &self.me)
+                    && !self.pieces.values().any(|p| overlaps(p.span, part))
+                    && !self.recoveries.values().any(|r| overlaps(r.span, part))
+                {
+                    // This life owned it in the epoch before too, and never
+                    // got it: follow it back to the holder before.
+                    candidates.extend(self.holder_before(part, prev));
+                } else {
+                    candidates.push((range, part, before.clone(), prev, prev_ring.clone(), prev_k));
+                }
+            }
+            for (range, part, before, from, from_ring, from_k) in candidates {
+                let before = &before;
                 // An earlier life of this process held it: its state is
                 // here, recut like any other. An earlier life of another
                 // process at this address (a restart) lost it: recover.
@@ -160,18 +178,19 @@ impl Custody {
                     tracing::warn!("{RECOVERIES_MAX} parts recovering; more wait");
                     return;
                 }
-                let members: Vec<NodeId> = prev_ring.replicas(range, prev_k).into_iter().cloned().collect();
+                let members: Vec<NodeId> = from_ring.replicas(range, from_k).into_iter().cloned().collect();
                 let n = members.len();
                 let needed = n - (n / 2 + 1) + 1;
                 let id = self.next_recovery;
                 self.next_recovery += 1;
-                tracing::info!(part = %part, epoch = self.epoch, previous = %before, replicas = n, needed, "recovering a part whose custodian was removed");
+                tracing::info!(part = %part, epoch = self.epoch, previous = %before, of_epoch = from, replicas = n, needed, "recovering a part whose custodian was removed");
                 self.stats.recoveries_started += 1;
                 self.recoveries.insert(
                     id,
                     Recovery {
                         span: part,
                         epoch: self.epoch,
+                        from,
                         learned_at: now,
                         members,
                         previous: before.clone(),
@@ -185,6 +204,26 @@ impl Custody {
                 self.ask(id, now);
             }
         }
+    }
+
+    /// Where `part`, owned by this life in `epoch` and never received,
+    /// was before: going back epoch by epoch through the rings kept, each
+    /// piece of it with the first other owner found, that epoch, its ring
+    /// and k. Pieces whose history runs out are left out (not recovered).
+    fn holder_before(&self, part: Span, epoch: u64) -> Vec<(RangeId, Span, NodeId, u64, Arc<Ring>, usize)> {
+        let mut out = Vec::new();
+        let mut work = vec![(part, epoch.saturating_sub(1))];
+        while let Some((span, e)) = work.pop() {
+            let Some((ring, k)) = self.history.get(&e) else { continue };
+            for (range, piece, owner) in ring.cut(span) {
+                if is_life(owner, &self.me) {
+                    work.push((piece, e.saturating_sub(1)));
+                } else {
+                    out.push((range, piece, owner.clone(), e, ring.clone(), *k));
+                }
+            }
+        }
+        out
     }
 
     /// A configuration fetched from a voter: the epoch before the latest,
@@ -401,6 +440,7 @@ impl Custody {
                 Recovery {
                     span,
                     epoch: r.epoch,
+                    from: r.from,
                     learned_at: r.learned_at,
                     members: r.members.clone(),
                     previous: r.previous.clone(),
@@ -521,7 +561,7 @@ fn marked_runs(
     r: &Recovery,
     wanted: &mut Vec<NodeId>,
 ) -> Vec<(Span, bool)> {
-    let prev = r.epoch.saturating_sub(1);
+    let prev = r.from;
     let done: Vec<(&SocketAddr, &Reply)> = r.replies.iter().filter(|(_, x)| x.complete()).collect();
     // A read quorum of `members` among the answers, each from the life
     // that held the copies (or an earlier life of its process). The
@@ -808,6 +848,7 @@ mod quorum_tests {
     use std::time::Duration;
 
     use super::super::{Custody, CustodyOutput};
+    use super::Recovery;
     use crate::engine::epoch::{Changes, Configuration};
     use crate::engine::id::NodeId;
     use crate::engine::ring::Span;
@@ -906,6 +947,35 @@ mod quorum_tests {
             c.on_recover_reply(others[1], reply(rid, 1, 2), t);
         }
         assert!(c.recoveries[&rid].merged.is_some(), "the two other replicas are");
+    }
+
+    #[test]
+    fn a_part_this_node_owned_but_never_got_is_followed_back_to_its_holder() {
+        // Epoch 2: a, c, d. Epoch 3: b joins and owns some of a's points,
+        // but a crashes before handing them over. Epoch 4 removes a: the
+        // owner of those points in epoch 3 is b itself, which never got
+        // them; b reads a's replicas of epoch 2.
+        let (a, b, c, d) = (id(1, 1), id(2, 1), id(3, 1), id(4, 1));
+        let c1 = Configuration::first(9, a.clone(), 16, 3);
+        let c2 = c1.next(&Changes { joins: vec![c.clone(), d.clone()], ..Changes::default() }).unwrap();
+        let c3 = c2.next(&Changes { joins: vec![b.clone()], ..Changes::default() }).unwrap();
+        let c4 = c3.next(&Changes { removals: vec![a.clone()], ..Changes::default() }).unwrap();
+        let mut cb = Custody::new(b.clone(), Duration::from_millis(100), 4);
+        cb.on_epoch(&c2, Instant::ZERO);
+        cb.on_epoch(&c3, Instant::ZERO);
+        cb.drain().for_each(drop);
+        cb.on_epoch(&c4, Instant::ZERO);
+        cb.drain().for_each(drop);
+        let (ring2, ring3) = (c2.ring(), c3.ring());
+        let followed: Vec<&Recovery> = cb.recoveries.values().filter(|r| r.from == 2).collect();
+        assert!(!followed.is_empty(), "b follows its never-received points back to epoch 2");
+        for r in &followed {
+            assert_eq!(r.previous, a);
+            assert!(ring3.cut(r.span).iter().all(|(_, _, o)| **o == b), "b owned them in epoch 3");
+            assert!(ring2.cut(r.span).iter().all(|(_, _, o)| **o == a), "a held them in epoch 2");
+            let (range, _) = ring2.locate_point(r.span.end).unwrap();
+            assert_eq!(r.members, ring2.replicas(range, 3).into_iter().cloned().collect::<Vec<_>>());
+        }
     }
 
     #[test]
