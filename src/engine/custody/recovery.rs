@@ -548,14 +548,15 @@ impl Custody {
 }
 
 /// The part of recovery `r` cut into runs, in order, each with whether the
-/// complete answers cover it: some answer's mark there is of the epoch
-/// before the recovery's (and the answers are a read quorum of that
-/// epoch's replicas); or of an older epoch `y` from which on the run had
-/// the same custodian, and in every epoch from `y` on the answers include a
-/// read quorum of its replicas then: a task acknowledged after the mark was
-/// held by a write quorum of the replicas of the epoch it was acknowledged
-/// in, which that read quorum meets. Replicas of those epochs not asked
-/// yet are added to `wanted`.
+/// complete answers cover it: some answer carries a mark there, of epoch
+/// `y` (at most `r.from`), and in every epoch from `y` to `r.from` the
+/// answers include a read quorum of the run's replicas then. The mark
+/// covers every task acknowledged before it (its custodian's state held
+/// them all); a task acknowledged after it, by that custodian or by one
+/// that took the part from it later, was held by a write quorum of the
+/// replicas of the epoch its custodian knew, which that epoch's read
+/// quorum meets. Replicas of those epochs not asked yet are added to
+/// `wanted`.
 fn marked_runs(
     history: &BTreeMap<u64, (Arc<Ring>, usize)>,
     r: &Recovery,
@@ -592,9 +593,6 @@ fn marked_runs(
         let since = mark.min(prev);
         let pieces = runs_where(history, run, since, prev, |ring, k, range, o| {
             let members: Vec<NodeId> = ring.replicas(range, k).into_iter().cloned().collect();
-            if o != &r.previous {
-                return false;
-            }
             if quorum(&members, o) {
                 return true;
             }
