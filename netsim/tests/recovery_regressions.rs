@@ -7,23 +7,12 @@
 //! only that nothing unsafe happens: no overlapping runs, no stale effect,
 //! no task applied twice or numbered twice, no acknowledged task lost.
 
-use netsim::plan::Plan;
+mod common;
 
 #[test]
 fn every_saved_recovery_plan_replays_without_a_safety_failure() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/recovery");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .expect("the recovery regressions folder")
-        .map(|e| e.expect("a directory entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    files.sort();
-    assert!(files.len() >= 2, "the saved plans are all there: {files:?}");
     let mut failures = Vec::new();
-    for file in files {
-        let text = std::fs::read_to_string(&file).expect("readable");
-        let plan = Plan::from_json(serde_json::from_str(&text).expect("JSON"))
-            .unwrap_or_else(|e| panic!("{}: not a plan: {e}", file.display()));
+    for (file, plan) in common::saved_plans("regressions/recovery", 2) {
         assert!(plan.config.recovery, "{}: a recovery plan runs with recovery", file.display());
         let report = netsim::run_plan(plan);
         let safety: Vec<String> = report.safety_failures().map(|c| format!("{}: {}", c.name, c.detail)).collect();

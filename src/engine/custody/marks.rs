@@ -60,24 +60,17 @@ impl Marks {
     /// order along the arc.
     pub(crate) fn runs(&self, span: Span) -> Vec<(Span, u64)> {
         let mut out: Vec<(Span, u64)> = Vec::new();
-        let mut push = |from: u64, to: u64, mark: u64| {
-            let run = Span { start: from.wrapping_sub(1), end: to };
-            match out.last_mut() {
-                Some((last, m)) if *m == mark && last.end == run.start && !last.is_full() => last.end = run.end,
-                _ => out.push((run, mark)),
-            }
-        };
         for (lo, hi) in intervals(span) {
             let (mut from, mut mark) = (lo, self.at(lo));
             if let Some(next) = lo.checked_add(1).filter(|&n| n <= hi) {
                 for (&point, &m) in self.steps.range(next..=hi) {
-                    push(from, point - 1, mark);
+                    out.push((Span { start: from.wrapping_sub(1), end: point - 1 }, mark));
                     (from, mark) = (point, m);
                 }
             }
-            push(from, hi, mark);
+            out.push((Span { start: from.wrapping_sub(1), end: hi }, mark));
         }
-        out
+        joined(out)
     }
 
     /// How many steps the marks have.
@@ -120,6 +113,19 @@ impl Marks {
             self.steps.remove(&point);
         }
     }
+}
+
+/// Runs along an arc, in order, with neighbours that carry the same value
+/// made one.
+pub(super) fn joined<T: PartialEq>(runs: Vec<(Span, T)>) -> Vec<(Span, T)> {
+    let mut out: Vec<(Span, T)> = Vec::with_capacity(runs.len());
+    for (span, value) in runs {
+        match out.last_mut() {
+            Some((last, v)) if *v == value && last.end == span.start && !last.is_full() => last.end = span.end,
+            _ => out.push((span, value)),
+        }
+    }
+    out
 }
 
 /// The points of an arc `(start, end]` as one or two inclusive intervals.

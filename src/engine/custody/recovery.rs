@@ -46,7 +46,7 @@ use super::super::ring::{RangeId, Ring, Span};
 use super::super::task::{DEDUP_PER_RESOURCE_MAX, TOKEN_EPOCHS_PER_RESOURCE_MAX};
 use super::super::time::Instant;
 use super::super::wire::{PendingTask, RECOVER_CHUNKS_MAX, RecoverReply, ResourceState, TaskMsg};
-use super::marks::Marks;
+use super::marks::{Marks, joined};
 use super::replication::state_bytes;
 use super::{Custody, CustodyOutput, Piece, RING_HISTORY_MAX, Role, is_life, overlaps};
 
@@ -92,12 +92,11 @@ pub(super) struct Recovery {
     from: u64,
     /// When this node learned `epoch`: the wait counts from there.
     learned_at: Instant,
-    /// The part's replicas in the epoch before.
+    /// The replicas asked: those of the part in `from`, and of older
+    /// epochs when a mark reaches back (see `marked_runs`).
     members: Vec<NodeId>,
     /// Its custodian in the epoch before.
     previous: NodeId,
-    /// Replies needed (the read quorum).
-    needed: usize,
     replies: BTreeMap<SocketAddr, Reply>,
     asked_at: Instant,
     /// The merged state, once a read quorum answered.
@@ -179,31 +178,31 @@ impl Custody {
                     return;
                 }
                 let members: Vec<NodeId> = from_ring.replicas(range, from_k).into_iter().cloned().collect();
-                let n = members.len();
-                let needed = n - (n / 2 + 1) + 1;
-                let id = self.next_recovery;
-                self.next_recovery += 1;
-                tracing::info!(part = %part, epoch = self.epoch, previous = %before, of_epoch = from, replicas = n, needed, "recovering a part whose custodian was removed");
+                tracing::info!(part = %part, epoch = self.epoch, previous = %before, of_epoch = from, replicas = members.len(), "recovering a part whose custodian was removed");
                 self.stats.recoveries_started += 1;
-                self.recoveries.insert(
-                    id,
-                    Recovery {
-                        span: part,
-                        epoch: self.epoch,
-                        from,
-                        learned_at: now,
-                        members,
-                        previous: before.clone(),
-                        needed,
-                        replies: BTreeMap::new(),
-                        asked_at: now,
-                        merged: None,
-                        stuck: false,
-                    },
-                );
+                let id = self.add_recovery(Recovery {
+                    span: part,
+                    epoch: self.epoch,
+                    from,
+                    learned_at: now,
+                    members,
+                    previous: before.clone(),
+                    replies: BTreeMap::new(),
+                    asked_at: now,
+                    merged: None,
+                    stuck: false,
+                });
                 self.ask(id, now);
             }
         }
+    }
+
+    /// Keeps a recovery under the next number, which it returns.
+    fn add_recovery(&mut self, r: Recovery) -> u64 {
+        let id = self.next_recovery;
+        self.next_recovery += 1;
+        self.recoveries.insert(id, r);
+        id
     }
 
     /// Where `part`, owned by this life in `epoch` and never received,
@@ -433,25 +432,18 @@ impl Custody {
                     )
                 })
                 .collect();
-            let new = self.next_recovery;
-            self.next_recovery += 1;
-            self.recoveries.insert(
-                new,
-                Recovery {
-                    span,
-                    epoch: r.epoch,
-                    from: r.from,
-                    learned_at: r.learned_at,
-                    members: r.members.clone(),
-                    previous: r.previous.clone(),
-                    needed: r.needed,
-                    replies,
-                    asked_at: r.asked_at,
-                    merged: None,
-                    stuck: false,
-                },
-            );
-            ids.push(new);
+            ids.push(self.add_recovery(Recovery {
+                span,
+                epoch: r.epoch,
+                from: r.from,
+                learned_at: r.learned_at,
+                members: r.members.clone(),
+                previous: r.previous.clone(),
+                replies,
+                asked_at: r.asked_at,
+                merged: None,
+                stuck: false,
+            }));
         }
         tracing::debug!(part = %r.span, pieces = ids.len(), "recovering the part in pieces: a mark covers some of them");
         for id in ids {
@@ -653,18 +645,6 @@ fn runs_where(
         runs = joined(next);
     }
     runs
-}
-
-/// Neighbouring runs alike made one.
-fn joined(runs: Vec<(Span, bool)>) -> Vec<(Span, bool)> {
-    let mut out: Vec<(Span, bool)> = Vec::with_capacity(runs.len());
-    for (s, kept) in runs {
-        match out.last_mut() {
-            Some((last, k)) if *k == kept && last.end == s.start && !last.is_full() => last.end = s.end,
-            _ => out.push((s, kept)),
-        }
-    }
-    out
 }
 
 /// Merges the states replicas hold of the same resources. Per resource only
